@@ -1,0 +1,140 @@
+"""NVRTC compilation for sm_90a with our own on-disk cubin cache.
+
+We call NVRTC through CuPy (its `-I` list finds the CUDA headers shipped in the pip wheels) but own the
+options and the cache: the key is sha256(expanded source, options, NVRTC version, package version), the
+entry is written through a temp file + `os.replace` (atomic, so concurrent processes cannot corrupt it),
+and the ptxas report (registers, smem, spills) is stored next to the cubin. Compiling needs no GPU.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import sources
+
+ARCH_OPTIONS = ("-arch=sm_90a", "-std=c++17", "--device-as-default-execution-space", "-ftz=true",
+                "-Xptxas=-v")
+
+
+class CompileError(RuntimeError):
+    """NVRTC rejected a kernel source; the message carries the compiler log."""
+
+
+@dataclass(frozen=True)
+class KernelReport:
+    """ptxas resource usage of one entry point."""
+    name: str
+    registers: int
+    smem_bytes: int
+    stack_bytes: int
+    spill_stores: int
+    spill_loads: int
+
+    @property
+    def uses_local_memory(self) -> bool:
+        return self.stack_bytes > 0 or self.spill_stores > 0 or self.spill_loads > 0
+
+
+@dataclass(frozen=True)
+class CompiledModule:
+    source: str                 # file name under kernels_cu/
+    cubin: bytes
+    reports: tuple[KernelReport, ...]
+    from_cache: bool
+    path: Path
+
+
+def cache_dir() -> Path:
+    """FLASHMLA_RT_CACHE_DIR, else $XDG_CACHE_HOME/flashmla_rt, else ~/.cache/flashmla_rt."""
+    env = os.environ.get("FLASHMLA_RT_CACHE_DIR")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "flashmla_rt"
+
+
+def nvrtc_version() -> tuple[int, int]:
+    from cupy.cuda import nvrtc
+    return tuple(nvrtc.getVersion())
+
+
+def _full_options(extra: tuple[str, ...]) -> tuple[str, ...]:
+    from cupy._core import core
+    try:
+        base = core.assemble_cupy_compiler_options(())
+    except RuntimeError as e:          # CuPy found no CUDA runtime headers
+        raise RuntimeError(f"flashmla_rt: NVRTC cannot find the CUDA headers ({e}); install the "
+                           "package with the cu12 or cu13 extra (cuda-toolkit[nvrtc,cudart])") from e
+    return tuple(base) + ARCH_OPTIONS + tuple(extra)
+
+
+def parse_ptxas_log(log: str) -> tuple[KernelReport, ...]:
+    reports = []
+    for chunk in log.split("Compiling entry function '")[1:]:
+        name = chunk.split("'", 1)[0]
+
+        def num(pattern: str) -> int:
+            m = re.search(pattern, chunk)
+            return int(m.group(1)) if m else 0
+        reports.append(KernelReport(name=name, registers=num(r"Used (\d+) registers"),
+                                    smem_bytes=num(r"(\d+) bytes smem"),
+                                    stack_bytes=num(r"(\d+) bytes stack frame"),
+                                    spill_stores=num(r"(\d+) bytes spill stores"),
+                                    spill_loads=num(r"(\d+) bytes spill loads")))
+    return tuple(reports)
+
+
+def compile_source(name: str, extra_options: tuple[str, ...] = (), *, use_cache: bool = True,
+                   quiet: bool = False) -> CompiledModule:
+    """Compile kernels_cu/<name> (includes inlined) to an sm_90a cubin, through the disk cache."""
+    from .. import __version__
+    text = sources.expand(name)
+    options = _full_options(extra_options)
+    ver = nvrtc_version()
+    # Options hold absolute -I paths of this environment, which is what we want in the key.
+    key = sources.digest(text, "\n".join(options), "nvrtc=%d.%d" % ver, __version__)[:24]
+    stem = f"{Path(name).stem}-{key}"
+    directory = cache_dir()
+    cubin_path, report_path = directory / f"{stem}.cubin", directory / f"{stem}.json"
+    if use_cache and cubin_path.is_file() and report_path.is_file():
+        try:
+            reports = tuple(KernelReport(**r) for r in json.loads(report_path.read_text()))
+            return CompiledModule(name, cubin_path.read_bytes(), reports, True, cubin_path)
+        except (OSError, ValueError, TypeError):
+            pass                                   # unreadable entry: recompile and overwrite it
+    if not quiet:
+        print(f"flashmla_rt: compiling {name} for sm_90a with NVRTC {ver[0]}.{ver[1]} "
+              f"(first use; cached in {directory})", file=sys.stderr, flush=True)
+    from cupy.cuda.compiler import CompileException, _NVRTCProgram
+    log = io.StringIO()
+    try:
+        cubin, _ = _NVRTCProgram(text, name, method="cubin").compile(options, log_stream=log)
+    except CompileException as e:
+        raise CompileError(f"flashmla_rt: NVRTC failed on kernels_cu/{name}:\n{e}") from None
+    cubin = bytes(cubin)
+    reports = parse_ptxas_log(log.getvalue())
+    if use_cache:
+        directory.mkdir(parents=True, exist_ok=True)
+        _atomic_write(cubin_path, cubin)
+        _atomic_write(report_path, json.dumps([r.__dict__ for r in reports]).encode())
+    return CompiledModule(name, cubin, reports, False, cubin_path)
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise

@@ -1,0 +1,29 @@
+// Asynchronous copies and barriers (sm_80/sm_90 PTX), one wrapper per instruction.
+#pragma once
+#include "nvrtc_shim.cuh"
+
+namespace fmla {
+
+__device__ __forceinline__ uint32_t smem_u32(const void* p) { return (uint32_t)__cvta_generic_to_shared(p); }
+
+// 16-byte global->shared copy that bypasses L1; src_bytes = 0 reads nothing and zero-fills the 16 bytes.
+// PTX ISA #data-movement-and-conversion-instructions-cp-async
+__device__ __forceinline__ void cp_async_16(uint32_t dst, const void* src, uint32_t src_bytes) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(src_bytes) : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory"); }
+
+// Generic-proxy writes to shared memory (st.shared, cp.async) become visible to the async proxy (wgmma
+// operand reads). Each writing thread fences, then a barrier orders it before the MMA.
+// PTX ISA #parallel-synchronization-and-communication-instructions-membar
+__device__ __forceinline__ void fence_proxy_async_smem() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
+
+// Named barriers: ids used by the decode kernel (0 is __syncthreads).
+enum class NamedBarrier : int { kRowMaxReady = 1, kProbsReady = 2, kRowSumReady = 3 };
+__device__ __forceinline__ void named_barrier_sync(NamedBarrier id, int num_threads) {
+  asm volatile("bar.sync %0, %1;\n" ::"r"((int)id), "r"(num_threads) : "memory");
+}
+
+}  // namespace fmla

@@ -1,0 +1,79 @@
+// Merge split-KV partials: for each (request, KV head, packed row) with more than one split,
+//   lse = log2 sum_k 2^lse_k,  O = sum_k 2^(lse_k - lse) O_k   (partials are already normalised).
+// One warp per row; a lane owns 16 of the 512 columns (4 float4). Rows of unsplit requests were written by
+// the decode kernel and are skipped. All partials empty -> out 0, lse +inf (FlashMLA's convention).
+#include "common/nvrtc_shim.cuh"
+#include "common/softmax.cuh"
+#include "common/decode_params.cuh"
+
+namespace fmla {
+
+template <bool kBF16>
+__device__ __forceinline__ void store4(void* dst, float4 v) {
+  if constexpr (kBF16) {
+    __nv_bfloat162 a = __floats2bfloat162_rn(v.x, v.y), b = __floats2bfloat162_rn(v.z, v.w);
+    uint2 u = make_uint2(*reinterpret_cast<uint32_t*>(&a), *reinterpret_cast<uint32_t*>(&b));
+    *reinterpret_cast<uint2*>(dst) = u;
+  } else {
+    __half2 a = __floats2half2_rn(v.x, v.y), b = __floats2half2_rn(v.z, v.w);
+    uint2 u = make_uint2(*reinterpret_cast<uint32_t*>(&a), *reinterpret_cast<uint32_t*>(&b));
+    *reinterpret_cast<uint2*>(dst) = u;
+  }
+}
+
+template <bool kBF16>
+__device__ void combine_row(const DecodeParams& p) {
+  const int req = blockIdx.x;
+  const int flat = blockIdx.y * 8 + threadIdx.x / 32;          // hk * rows + r
+  const int lane = threadIdx.x & 31;
+  const int rows = (int)p.rows;
+  if (flat >= p.h_kv * rows) return;
+  const int split0 = p.num_splits[req], n_splits = p.num_splits[req + 1] - split0;
+  if (n_splits <= 1) return;
+  const int hk = flat / rows, r = flat % rows;
+  const int s = r / (int)p.ngroups, head = hk * (int)p.ngroups + r % (int)p.ngroups;
+  const int64_t stride = p.h_kv * rows;                        // between consecutive splits of one row
+  const float* lse_k = p.lse_accum + (int64_t)split0 * stride + flat;
+
+  float mx = neg_inf();
+  for (int k = lane; k < n_splits; k += 32) mx = fmaxf(mx, lse_k[k * stride]);
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+  float sum = 0.f;
+  if (mx != neg_inf())
+    for (int k = lane; k < n_splits; k += 32) sum += exp2f(lse_k[k * stride] - mx);
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+  const bool empty = !(sum > 0.f);
+  const float lse2 = empty ? neg_inf() : mx + log2f(sum);
+
+  float4 acc[4];
+#pragma unroll
+  for (int i = 0; i < 4; ++i) acc[i] = make_float4(0.f, 0.f, 0.f, 0.f);
+  if (!empty) {
+    for (int k = 0; k < n_splits; ++k) {
+      const float w = exp2f(lse_k[k * stride] - lse2);
+      if (w == 0.f) continue;                                  // empty partial (its O is 0 anyway)
+      const float4* src = reinterpret_cast<const float4*>(p.o_accum + ((int64_t)(split0 + k) * stride + flat) * kHeadDimV);
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const float4 v = src[lane + 32 * i];
+        acc[i].x += w * v.x; acc[i].y += w * v.y; acc[i].z += w * v.z; acc[i].w += w * v.w;
+      }
+    }
+  }
+  uint8_t* dst = static_cast<uint8_t*>(p.out) + 2 * (((int64_t)req * p.s_q + s) * p.h_q + head) * kHeadDimV;
+#pragma unroll
+  for (int i = 0; i < 4; ++i) store4<kBF16>(dst + 2 * 4 * (lane + 32 * i), acc[i]);
+  if (lane == 0) p.lse[((int64_t)req * p.h_q + head) * p.s_q + s] = empty ? pos_inf() : lse2 * 0.69314718056f;
+}
+
+}  // namespace fmla
+
+// grid (b, ceil(h_kv * rows / 8)), 256 threads = 8 rows.
+extern "C" __global__ void __launch_bounds__(256) mla_combine_bf16(const __grid_constant__ fmla::DecodeParams p) {
+  fmla::combine_row<true>(p);
+}
+extern "C" __global__ void __launch_bounds__(256) mla_combine_fp16(const __grid_constant__ fmla::DecodeParams p) {
+  fmla::combine_row<false>(p);
+}

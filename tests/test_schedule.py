@@ -1,0 +1,157 @@
+"""CPU tests of flashmla_rt.schedule, the NumPy twin of the device split-KV scheduler.
+
+The GPU tests compare the device kernel against this twin, so here we check the twin's invariants
+directly: exact coverage of every request's 64-token blocks, consistent num_splits, metadata layout,
+per-part cost budget and load balance, plus FlashMLA's worked examples (semantics doc §2).
+"""
+import numpy as np
+import pytest
+
+from flashmla_rt import schedule
+from flashmla_rt.schedule import BLOCK_N, FIXED_OVERHEAD, chunks, num_sm_parts, plan
+
+PARTS = [1, 2, 3, 7, 33, 66, 132, 264]
+SPECIAL = [0, 1, 63, 64, 65, 131072]
+
+
+def nblocks(seqlens):
+    return [-(-int(s) // BLOCK_N) for s in seqlens]
+
+
+def check_plan(seqlens, parts):
+    """Assert every documented invariant of plan()/chunks() for one input."""
+    seqlens = np.asarray(seqlens, dtype=np.int32)
+    b = len(seqlens)
+    nblk = nblocks(seqlens)
+    meta, num_splits = plan(seqlens, parts)
+
+    # Shapes/dtypes are what FlashMLA callers preallocate: [parts, 8] and [b+1], int32.
+    assert meta.dtype == np.int32 and meta.shape == (parts, 8)
+    assert num_splits.dtype == np.int32 and num_splits.shape == (b + 1,)
+    assert np.all(meta[:, 5:] == 0)
+    assert num_splits[0] == 0
+    per_req = np.diff(num_splits.astype(np.int64))
+    assert np.all(per_req >= 1), "every request (even length 0) owns at least one split slot"
+    assert num_splits[-1] <= b + parts
+
+    # Empty parts are exactly (b, 0, -1, 0, ...) and only trail the used ones (greedy fills in order).
+    empty = meta[:, 2] < 0
+    for p in np.flatnonzero(empty):
+        assert meta[p].tolist() == [b, 0, -1, 0, 0, 0, 0, 0]
+    if empty.any():
+        assert np.all(empty[np.argmax(empty):]), "a used part follows an empty one"
+
+    ch = chunks(meta, seqlens)
+    assert len(ch) == num_splits[-1]
+    # Kernel order: parts ascending, and requests in order across the whole list.
+    assert [c[0] for c in ch] == sorted(c[0] for c in ch)
+    assert [c[1] for c in ch] == sorted(c[1] for c in ch)
+    assert not any(empty[c[0]] for c in ch)
+
+    # Per request: chunks tile [0, nblk) exactly once, in order, split indices 0..k-1.
+    by_req = {i: [] for i in range(b)}
+    for p, req, first, last, split in ch:
+        by_req[req].append((first, last, split))
+    for i in range(b):
+        cs = by_req[i]
+        assert len(cs) == per_req[i], f"request {i}: chunk count vs num_splits"
+        assert [c[2] for c in cs] == list(range(len(cs)))
+        assert len(cs) <= parts
+        pos = 0
+        for first, last, _ in cs:
+            assert first == pos
+            # Only an empty request may own an empty chunk (cuts always take >= 1 block).
+            assert last > first or (nblk[i] == 0 and last == first == 0)
+            pos = last
+        assert pos == nblk[i], f"request {i} (len {seqlens[i]}): covered {pos} of {nblk[i]} blocks"
+
+    # Cost per part never exceeds the budget ceil(total/parts) + overhead.
+    total = sum(n + FIXED_OVERHEAD for n in nblk)
+    even = -(-total // parts)
+    cost = np.zeros(parts, dtype=np.int64)
+    for p, _, first, last, _ in ch:
+        cost[p] += last - first + FIXED_OVERHEAD
+    assert np.all(cost <= even + FIXED_OVERHEAD)
+    # Load balance: every used part but the last one stops with < one overhead of budget left, so
+    # their costs lie within [even, even + FIXED_OVERHEAD]; the last one just takes the remainder.
+    used = np.flatnonzero(~empty)
+    assert len(used) >= 1
+    if len(used) > 1:
+        body = cost[used[:-1]]
+        assert body.min() >= even
+        assert body.max() - body.min() <= FIXED_OVERHEAD
+    assert cost[used[-1]] >= FIXED_OVERHEAD
+    return meta, num_splits
+
+
+def random_seqlens(rng):
+    b = int(rng.integers(1, 301))
+    kind = rng.integers(0, 5)
+    if kind == 0:                                   # all empty
+        return np.zeros(b, dtype=np.int64)
+    if kind == 1:                                   # block-boundary values and the huge one
+        return rng.choice(SPECIAL, size=b)
+    if kind == 2:                                   # short
+        return rng.integers(0, 200, size=b)
+    if kind == 3:                                   # log-uniform up to 128K
+        return np.floor(np.exp(rng.uniform(0, np.log(131073), size=b))).astype(np.int64) - 1
+    mix = rng.integers(0, 5000, size=b)             # mixture: ~half empty, some huge
+    mix[rng.random(b) < 0.5] = 0
+    mix[rng.random(b) < 0.05] = 131072
+    return mix
+
+
+@pytest.mark.parametrize("parts", PARTS)
+@pytest.mark.parametrize("seed", range(25))
+def test_random_plans(seed, parts):
+    rng = np.random.default_rng(1000 * seed + parts)
+    check_plan(random_seqlens(rng), parts)
+
+
+@pytest.mark.parametrize("parts", PARTS)
+@pytest.mark.parametrize("seqlens", [
+    [0], [1], [63], [64], [65], [131072], [0] * 300, [131072] * 300, SPECIAL, SPECIAL[::-1],
+    [0, 131072, 0], [1] * 300, [64] * 132 + [65] * 132,
+])
+def test_edge_plans(seqlens, parts):
+    check_plan(seqlens, parts)
+
+
+@pytest.mark.parametrize("rows, h_kv, expected", [
+    (16, 1, 132), (64, 1, 132), (65, 1, 66), (128, 1, 66), (256, 1, 33),
+    (16, 2, 66), (128, 2, 33), (256, 2, 16), (10**6, 1, 1), (10**6, 2, 1),
+])
+def test_num_sm_parts(rows, h_kv, expected):
+    assert num_sm_parts(132, rows, h_kv) == expected
+
+
+def test_worked_example_long_single_request():
+    # 1024 blocks, 66 parts: payload 21 -> 64 parts x 16 blocks, 2 idle parts, 64 splits.
+    meta, num_splits = check_plan([65536], 66)
+    assert num_splits.tolist() == [0, 64]
+    assert all(last - first == 16 for _, _, first, last, _ in chunks(meta, [65536]))
+    assert np.sum(meta[:, 2] < 0) == 2
+
+
+def test_worked_example_mixed():
+    # payload 9 -> 4 blocks per chunk; 101 split slots in total.
+    meta, num_splits = check_plan([100, 5000, 20000, 64], 132)
+    assert num_splits[-1] == 101
+
+
+def test_worked_example_no_splits():
+    # 128 x 64 blocks on 66 parts: two whole requests per part, nothing split, combine is a no-op.
+    meta, num_splits = check_plan([4096] * 128, 66)
+    assert np.array_equal(num_splits, np.arange(129))
+    assert np.all(meta[:64, 2] - meta[:64, 0] == 1) and np.all(meta[64:, 2] == -1)
+
+
+def test_empty_seqlens_rejected():
+    with pytest.raises(ValueError, match="cache_seqlens"):
+        plan([], 4)
+    with pytest.raises(ValueError, match="cache_seqlens"):
+        plan(np.zeros((0,), dtype=np.int32), 4)
+
+
+def test_num_blocks_of():
+    assert [schedule.num_blocks_of(n) for n in SPECIAL] == [0, 1, 1, 1, 2, 2048]
