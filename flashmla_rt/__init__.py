@@ -1,2 +1,30 @@
-"""flashmla_rt: FlashMLA-compatible MLA decoding attention for Hopper, compiled at import time with NVRTC."""
+"""flashmla_rt: FlashMLA-compatible MLA decoding attention for Hopper GPUs, compiled at import time with NVRTC.
+
+    meta, splits = flashmla_rt.get_mla_metadata(cache_seqlens, s_q * h_q // h_kv, h_kv)
+    out, lse = flashmla_rt.flash_mla_with_kvcache(q, k_cache, block_table, cache_seqlens, 512, meta, splits,
+                                                  causal=True)
+
+Importing on a machine with a compute-capability 9.0 GPU compiles (first time) or loads (from the disk
+cache) every kernel; elsewhere compilation is deferred and `import flashmla_rt` still works.
+Set FLASHMLA_RT_LAZY=1 to defer it on Hopper machines too.
+"""
+import os as _os
+
 __version__ = "0.1.0"
+
+from .interface import flash_mla_with_kvcache, get_mla_metadata  # noqa: E402
+from ._device import hopper_available  # noqa: E402
+
+__all__ = ["get_mla_metadata", "flash_mla_with_kvcache", "hopper_available", "__version__"]
+
+
+def _load_kernels_at_import() -> None:
+    if _os.environ.get("FLASHMLA_RT_LAZY") == "1":
+        return
+    from ._device import hopper_devices
+    from .kernels import load_all
+    for dev in hopper_devices():
+        load_all(dev)
+
+
+_load_kernels_at_import()

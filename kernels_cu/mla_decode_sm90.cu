@@ -183,7 +183,7 @@ __device__ void decode_cta(const DecodeParams& p) {
       auto load_kv_block = [&](int blk, int stage) {
         const int tok = blk * kBlockN + load_row;
         const uint8_t* src = nullptr;
-        if (tok < seqlen) {
+        if (tok < seqlen && (tok >> p.page_shift) < p.bt_width) {
           const int id = __ldg(p.block_table + req * p.bt_stride + (tok >> p.page_shift));
           if (id >= 0 && id < p.num_cache_blocks)
             src = kcache + 2 * (id * p.k_stride_block + (tok & page_mask) * p.k_stride_token + hk * p.k_stride_head);

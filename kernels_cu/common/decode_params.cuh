@@ -23,6 +23,7 @@ struct DecodeParams {
   int64_t q_stride_b, q_stride_s, q_stride_h;
   int64_t k_stride_block, k_stride_token, k_stride_head;
   int64_t bt_stride;
+  int64_t bt_width;              // columns of block_table: pages past it are never looked up
   int64_t num_cache_blocks;      // block ids outside [0, num_cache_blocks) are never dereferenced
   int64_t page_shift;            // page size = 1 << page_shift
   int64_t batch, s_q, h_q, h_kv;

@@ -1,0 +1,56 @@
+"""The package's kernels: which source holds which entry point, their launch shapes and argument records."""
+from __future__ import annotations
+
+import numpy as np
+
+from .jit import module
+
+DECODE_SOURCE = "mla_decode_sm90.cu"
+COMBINE_SOURCE = "mla_combine.cu"
+METADATA_SOURCE = "mla_metadata.cu"
+ALL_SOURCES = (METADATA_SOURCE, COMBINE_SOURCE, DECODE_SOURCE)
+
+DECODE_THREADS = 256
+# Must equal kSmemBytes in mla_decode_sm90.cu: Q + 2 KV stages (3 x 73,728) + P (8,192) + 2 x 512 B of row
+# statistics + 1,024 B of alignment slack.
+DECODE_SMEM_BYTES = 3 * 73728 + 8192 + 1024 + 1024
+COMBINE_THREADS = 256
+COMBINE_ROWS_PER_CTA = 8
+
+_SUFFIX = {"bfloat16": "bf16", "float16": "fp16"}
+
+# Field order of fmla::DecodeParams (kernels_cu/common/decode_params.cuh); every field is 8 bytes.
+DECODE_PARAMS_FIELDS = (
+    "q", "kcache", "block_table", "seqlens", "sched_meta", "num_splits", "out", "lse", "o_accum", "lse_accum",
+    "q_stride_b", "q_stride_s", "q_stride_h", "k_stride_block", "k_stride_token", "k_stride_head",
+    "bt_stride", "bt_width", "num_cache_blocks", "page_shift", "batch", "s_q", "h_q", "h_kv", "ngroups", "rows", "causal",
+)
+DECODE_PARAMS_DTYPE = np.dtype([(f, np.int64) for f in DECODE_PARAMS_FIELDS] + [("scale_log2", np.float64)])
+
+
+def decode_params(**fields) -> np.ndarray:
+    """A 1-element structured array; CuPy passes it to the kernel by value (the whole record)."""
+    rec = np.zeros(1, dtype=DECODE_PARAMS_DTYPE)
+    for k, v in fields.items():
+        rec[k] = v
+    return rec
+
+
+def decode_kernel(dtype: str, device: int):
+    return module.get_function(DECODE_SOURCE, f"mla_decode_{_SUFFIX[dtype]}", device, DECODE_SMEM_BYTES)
+
+
+def combine_kernel(dtype: str, device: int):
+    return module.get_function(COMBINE_SOURCE, f"mla_combine_{_SUFFIX[dtype]}", device)
+
+
+def metadata_kernel(device: int):
+    return module.get_function(METADATA_SOURCE, "mla_metadata", device)
+
+
+def load_all(device: int) -> None:
+    """Compile (or fetch from the disk cache) and load every kernel on `device`."""
+    metadata_kernel(device)
+    for dtype in _SUFFIX:
+        decode_kernel(dtype, device)
+        combine_kernel(dtype, device)
