@@ -109,7 +109,9 @@ def parse_rows(spec, n):
         if not m:
             raise ValueError(f"--rows: expected indices like 0,3,5-7, got {part!r}")
         lo, hi = int(m.group(1)), int(m.group(2) or m.group(1))
-        if hi < lo or hi >= n:
+        if hi < lo:
+            raise ValueError(f"--rows: range {part!r} runs backwards")
+        if hi >= n:
             raise ValueError(f"--rows: {part!r} is outside 0..{n - 1}")
         rows.extend(range(lo, hi + 1))
     return sorted(set(rows))
@@ -185,7 +187,8 @@ def time_back_to_back(fn, iters, warmup):
 
 
 def time_first_call(fn):
-    """Wall ms of one synchronized call (the first one of a process includes NVRTC compile / cache load)."""
+    """Wall ms of one synchronized call: the first of the row (kernels compiled or loaded lazily show up here;
+    `import flashmla_rt` on a Hopper machine already loads them, so usually this is just a cold call)."""
     torch = _torch()
     torch.cuda.synchronize()
     t0 = time.perf_counter()
@@ -591,7 +594,11 @@ def write_report(report, json_path, png_path):
 
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    rows = selected_rows(args)
+    try:
+        rows = selected_rows(args)
+    except ValueError as exc:
+        print(f"bench: {exc}", file=sys.stderr)
+        return 2
     if args.list:
         for i, row in enumerate(BASELINE):
             print(f"{i:>3} {row_label(*row[:5]):<28} baseline best peer (graph) {row[7]} µs ({row[8]})")
