@@ -4,8 +4,8 @@
     out, lse = flashmla_rt.flash_mla_with_kvcache(q, k_cache, block_table, cache_seqlens, 512, meta, splits,
                                                   causal=True)
 
-Importing on a machine with a compute-capability 9.0 GPU compiles (first time) or loads (from the disk
-cache) every kernel; elsewhere compilation is deferred and `import flashmla_rt` still works.
+Importing on a machine with a compute-capability 9.0 GPU compiles every kernel (first time) or finds it in
+the disk cache; elsewhere compilation is deferred and `import flashmla_rt` still works.
 Set FLASHMLA_RT_LAZY=1 to defer it on Hopper machines too.
 """
 import os as _os
@@ -18,13 +18,15 @@ from ._device import hopper_available  # noqa: E402
 __all__ = ["get_mla_metadata", "flash_mla_with_kvcache", "hopper_available", "__version__"]
 
 
-def _load_kernels_at_import() -> None:
+def _compile_kernels_at_import() -> None:
+    """On a machine with a compute-capability 9.0 GPU, make sure every kernel's cubin exists (compiling it
+    the first time, one line on stderr each). Loading them into the GPU context happens on first use."""
     if _os.environ.get("FLASHMLA_RT_LAZY") == "1":
         return
     from ._device import hopper_devices
-    from .kernels import load_all
-    for dev in hopper_devices():
-        load_all(dev)
+    if hopper_devices():
+        from .kernels import compile_all
+        compile_all()
 
 
-_load_kernels_at_import()
+_compile_kernels_at_import()

@@ -29,11 +29,9 @@ DECODE_PARAMS_DTYPE = np.dtype([(f, np.int64) for f in DECODE_PARAMS_FIELDS] + [
 
 
 def decode_params(**fields) -> np.ndarray:
-    """A 1-element structured array; CuPy passes it to the kernel by value (the whole record)."""
-    rec = np.zeros(1, dtype=DECODE_PARAMS_DTYPE)
-    for k, v in fields.items():
-        rec[k] = v
-    return rec
+    """A 1-element structured array; CuPy passes it to the kernel by value (the whole record).
+    Every field must be given (a missing one raises KeyError)."""
+    return np.array([tuple(fields[name] for name in DECODE_PARAMS_DTYPE.names)], dtype=DECODE_PARAMS_DTYPE)
 
 
 def decode_kernel(dtype: str, device: int):
@@ -46,6 +44,13 @@ def combine_kernel(dtype: str, device: int):
 
 def metadata_kernel(device: int):
     return module.get_function(METADATA_SOURCE, "mla_metadata", device)
+
+
+def compile_all() -> None:
+    """Compile every kernel source (or find it in the disk cache); needs NVRTC but no GPU context."""
+    from .jit import compiler
+    for src in ALL_SOURCES:
+        compiler.compile_source(src)
 
 
 def load_all(device: int) -> None:
