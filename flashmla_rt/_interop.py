@@ -36,6 +36,13 @@ class Tensor:
         return all(s == e for s, e, n in zip(self.strides, reversed(expected), self.shape) if n > 1)
 
 
+def _element_strides(name: str, byte_strides, itemsize: int) -> tuple:
+    if any(b % itemsize for b in byte_strides):
+        raise ValueError(f"{name}: byte strides {tuple(byte_strides)} are not multiples of the element size "
+                         f"({itemsize} bytes)")
+    return tuple(b // itemsize for b in byte_strides)
+
+
 def _module_of(x) -> str:
     return type(x).__module__.split(".", 1)[0]
 
@@ -48,19 +55,17 @@ def describe(name: str, x) -> Tensor:
         return Tensor(name, x, "torch", x.data_ptr(), tuple(x.shape), tuple(x.stride()),
                       str(x.dtype).replace("torch.", ""), dev)
     if mod == "cupy" and hasattr(x, "data") and hasattr(x, "device"):
-        item = x.itemsize
-        return Tensor(name, x, "cupy", x.data.ptr, tuple(x.shape), tuple(s // item for s in x.strides),
+        return Tensor(name, x, "cupy", x.data.ptr, tuple(x.shape), _element_strides(name, x.strides, x.itemsize),
                       x.dtype.name, x.device.id)
     if isinstance(x, np.ndarray):
-        item = x.itemsize
-        return Tensor(name, x, "numpy", x.ctypes.data, tuple(x.shape), tuple(s // item for s in x.strides),
+        return Tensor(name, x, "numpy", x.ctypes.data, tuple(x.shape), _element_strides(name, x.strides, x.itemsize),
                       x.dtype.name, None)
     if mod in ("jax", "jaxlib") or hasattr(x, "__dlpack__"):
         framework = "jax" if mod in ("jax", "jaxlib") else "dlpack"
         if framework == "jax" and all(d.platform == "cpu" for d in x.devices()):
             arr = np.asarray(x)
-            return Tensor(name, x, "jax", arr.ctypes.data, tuple(arr.shape), tuple(s // arr.itemsize for s in arr.strides),
-                          arr.dtype.name, None)
+            return Tensor(name, x, "jax", arr.ctypes.data, tuple(arr.shape),
+                          _element_strides(name, arr.strides, arr.itemsize), arr.dtype.name, None)
         try:
             import cupy
             c = cupy.from_dlpack(x)

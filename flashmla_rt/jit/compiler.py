@@ -7,6 +7,7 @@ and the ptxas report (registers, smem, spills) is stored next to the cubin. Comp
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -104,10 +105,13 @@ def compile_source(name: str, extra_options: tuple[str, ...] = (), *, use_cache:
     cubin_path, report_path = directory / f"{stem}.cubin", directory / f"{stem}.json"
     if use_cache and cubin_path.is_file() and report_path.is_file():
         try:
-            reports = tuple(KernelReport(**r) for r in json.loads(report_path.read_text()))
-            return CompiledModule(name, cubin_path.read_bytes(), reports, True, cubin_path)
-        except (OSError, ValueError, TypeError):
-            pass                                   # unreadable entry: recompile and overwrite it
+            entry = json.loads(report_path.read_text())
+            cubin = cubin_path.read_bytes()
+            if entry["cubin_sha256"] == hashlib.sha256(cubin).hexdigest():
+                reports = tuple(KernelReport(**r) for r in entry["reports"])
+                return CompiledModule(name, cubin, reports, True, cubin_path)
+        except (OSError, ValueError, TypeError, KeyError):
+            pass                                   # unreadable or damaged entry: recompile and overwrite it
     if not quiet:
         print(f"flashmla_rt: compiling {name} for sm_90a with NVRTC {ver[0]}.{ver[1]} "
               f"(first use; cached in {directory})", file=sys.stderr, flush=True)
@@ -122,7 +126,8 @@ def compile_source(name: str, extra_options: tuple[str, ...] = (), *, use_cache:
     if use_cache:
         directory.mkdir(parents=True, exist_ok=True)
         _atomic_write(cubin_path, cubin)
-        _atomic_write(report_path, json.dumps([r.__dict__ for r in reports]).encode())
+        _atomic_write(report_path, json.dumps({"cubin_sha256": hashlib.sha256(cubin).hexdigest(),
+                                               "reports": [r.__dict__ for r in reports]}).encode())
     return CompiledModule(name, cubin, reports, False, cubin_path)
 
 

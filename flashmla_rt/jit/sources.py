@@ -11,7 +11,7 @@ import re
 from functools import lru_cache
 from pathlib import Path
 
-_INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"\s*$', re.M)
+_INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"[ \t]*(?://[^\n]*)?$', re.M)
 
 
 @lru_cache(maxsize=1)
