@@ -6,7 +6,9 @@ block-table coverage check (skipped while a CUDA graph is being captured; see `c
 """
 from __future__ import annotations
 
+import contextlib
 import math
+import numbers
 import os
 
 import numpy as np
@@ -17,11 +19,20 @@ from ._interop import Allocator, Tensor, current_stream, describe
 LOG2E = math.log2(math.e)
 
 
-def _prepare_device(device: int):
+@contextlib.contextmanager
+def _on_device(device: int):
+    """Make `device` current for the launches, restoring the caller's current device afterwards."""
     _device.require_hopper(device)
     import cupy
-    if cupy.cuda.runtime.getDevice() != device:
-        cupy.cuda.runtime.setDevice(device)
+    previous = cupy.cuda.runtime.getDevice()
+    if previous == device:
+        yield
+        return
+    cupy.cuda.runtime.setDevice(device)
+    try:
+        yield
+    finally:
+        cupy.cuda.runtime.setDevice(previous)
 
 
 def get_mla_metadata(cache_seqlens, num_heads_per_head_k, num_heads_k):
@@ -41,15 +52,15 @@ def get_mla_metadata(cache_seqlens, num_heads_per_head_k, num_heads_k):
     if seqlens.device is None:
         return schedule.plan(np.asarray(cache_seqlens), schedule.num_sm_parts(132, rows, h_kv))
     device = seqlens.device
-    _prepare_device(device)
-    parts = schedule.num_sm_parts(_device.sm_count(device), rows, h_kv)
-    batch = seqlens.shape[0]
-    alloc = Allocator(seqlens.framework, device)
-    meta = alloc.empty((parts, schedule.META_COLS), "int32")
-    num_splits = alloc.empty((batch + 1,), "int32")
-    kernels.metadata_kernel(device)(
-        (1,), (32,), (np.uintp(seqlens.ptr), np.int32(batch), np.int32(parts), np.uintp(alloc.ptr(meta)),
-                      np.uintp(alloc.ptr(num_splits))), stream=current_stream(seqlens.framework, device))
+    with _on_device(device):
+        parts = schedule.num_sm_parts(_device.sm_count(device), rows, h_kv)
+        batch = seqlens.shape[0]
+        alloc = Allocator(seqlens.framework, device)
+        meta = alloc.empty((parts, schedule.META_COLS), "int32")
+        num_splits = alloc.empty((batch + 1,), "int32")
+        kernels.metadata_kernel(device)(
+            (1,), (32,), (np.uintp(seqlens.ptr), np.int32(batch), np.int32(parts), np.uintp(alloc.ptr(meta)),
+                          np.uintp(alloc.ptr(num_splits))), stream=current_stream(seqlens.framework, device))
     return alloc.export(meta), alloc.export(num_splits)
 
 
@@ -72,13 +83,22 @@ def flash_mla_with_kvcache(q, k_cache, block_table, cache_seqlens, head_dim_v, t
     st = describe("cache_seqlens", cache_seqlens)
     mt, nt = describe("tile_scheduler_metadata", tile_scheduler_metadata), describe("num_splits", num_splits)
     _checks.check_decode_args(qt, kt, bt, st, head_dim_v, mt, nt)
+    device = _checks.check_on_device([qt, kt, bt, st, mt, nt])
+    with _on_device(device):
+        return _launch_decode(cache_seqlens, qt, kt, bt, st, mt, nt, softmax_scale, causal, out, lse,
+                              check_seqlens, device)
+
+
+def _launch_decode(cache_seqlens, qt: Tensor, kt: Tensor, bt: Tensor, st: Tensor, mt: Tensor, nt: Tensor,
+                   softmax_scale, causal, out, lse, check_seqlens, device: int):
     b, s_q, h_q, d = qt.shape
     n_blocks, page, h_kv, _ = kt.shape
-    device = _checks.check_on_device([qt, kt, bt, st, mt, nt])
-    _prepare_device(device)
     if softmax_scale is None:
         softmax_scale = d ** -0.5
-    if not isinstance(softmax_scale, (int, float)) or not math.isfinite(softmax_scale) or softmax_scale <= 0:
+    if isinstance(softmax_scale, bool) or not isinstance(softmax_scale, numbers.Real):
+        raise TypeError(f"softmax_scale: expected a float, got {type(softmax_scale).__name__}")
+    softmax_scale = float(softmax_scale)
+    if not math.isfinite(softmax_scale) or softmax_scale <= 0:
         raise ValueError(f"softmax_scale: expected a finite positive float, got {softmax_scale!r}")
     causal = bool(causal) and s_q > 1
     ngroups = h_q // h_kv
