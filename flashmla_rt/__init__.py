@@ -19,14 +19,13 @@ __all__ = ["get_mla_metadata", "flash_mla_with_kvcache", "hopper_available", "__
 
 
 def _compile_kernels_at_import() -> None:
-    """On a machine with a compute-capability 9.0 GPU, make sure every kernel's cubin exists (compiling it
-    the first time, one line on stderr each). Loading them into the GPU context happens on first use."""
+    """On a machine with a compute-capability 9.0 GPU, compile every kernel (first time, one line on stderr
+    each) or find it in the disk cache, in a background thread started here; the first launch waits for it.
+    Loading into the GPU context happens on first use."""
     if _os.environ.get("FLASHMLA_RT_LAZY") == "1":
         return
-    from ._device import hopper_devices
-    if hopper_devices():
-        from .kernels import compile_all
-        compile_all()
+    from .kernels import start_background_compile
+    start_background_compile()
 
 
 _compile_kernels_at_import()

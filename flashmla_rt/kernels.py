@@ -35,15 +35,53 @@ def decode_params(**fields) -> np.ndarray:
 
 
 def decode_kernel(dtype: str, device: int):
+    _join_background()
     return module.get_function(DECODE_SOURCE, f"mla_decode_{_SUFFIX[dtype]}", device, DECODE_SMEM_BYTES)
 
 
 def combine_kernel(dtype: str, device: int):
+    _join_background()
     return module.get_function(COMBINE_SOURCE, f"mla_combine_{_SUFFIX[dtype]}", device)
 
 
 def metadata_kernel(device: int):
+    _join_background()
     return module.get_function(METADATA_SOURCE, "mla_metadata", device)
+
+
+_background = None   # the import-time compile thread, joined before the first launch
+
+
+def start_background_compile() -> None:
+    """Compile every kernel in a daemon thread when a Hopper GPU is present (GPU detection and NVRTC run off
+    the importing thread, so `import flashmla_rt` stays fast); errors resurface at first use."""
+    global _background
+    import threading
+    try:   # every module the thread needs is imported here, on the importing thread: no concurrent imports
+        import cupy  # noqa: F401
+        import cupy._core.core  # noqa: F401
+        import cupy.cuda.compiler  # noqa: F401
+        import cupy.cuda.nvrtc  # noqa: F401
+    except ImportError:
+        return                 # no CuPy: nothing to compile with (CPU-only install)
+    from ._device import hopper_devices
+    from .jit import compiler  # noqa: F401
+
+    def work():
+        try:
+            if hopper_devices():
+                compile_all()
+        except Exception:      # noqa: BLE001 - the first launch recompiles and raises with the full message
+            pass
+    _background = threading.Thread(target=work, name="flashmla_rt-compile", daemon=True)
+    _background.start()
+
+
+def _join_background() -> None:
+    global _background
+    if _background is not None:
+        _background.join()
+        _background = None
 
 
 def compile_all() -> None:

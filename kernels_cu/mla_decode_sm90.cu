@@ -7,7 +7,8 @@
 // exchange row maxima, each writes its half of P to shared memory, then WG w accumulates O[:, 256w:256w+256]
 // with P (64x64) against its half of V. Both S and P V are wgmma with operands in 128-B-swizzled smem.
 // Loads: cp.async 16-B chunks gathered token by token through the block table (any power-of-two page size),
-// double-buffered; rows past a request's length, or with a block id outside the cache, are zero-filled and
+// double-buffered (a stage is refilled as soon as its block is consumed, so two blocks are in flight while
+// the CTA waits); rows past a request's length, or with a block id outside the cache, are zero-filled and
 // never read, so NaN tails and garbage block ids cannot leak or fault.
 // Output: a request with one chunk is written to out/lse directly; otherwise each chunk writes a normalised
 // fp32 partial (and its log2 LSE) to the split workspace, merged by mla_combine.cu.
@@ -190,15 +191,17 @@ __device__ void decode_cta(const DecodeParams& p) {
         }
         load_row_async(sKV + stage * kRowTileBytes, load_row, load_sub, src, kcache);
       };
+      // Copy groups: G0 = Q + block 0, G1 = block 1, and each iteration i commits G(i+2) = block i+2 into the
+      // stage it just finished with (possibly empty), so both stages stay in flight while we wait.
       load_kv_block(first, 0);
+      cp_async_commit();
+      if (n_blocks > 1) load_kv_block(first + 1, 1);
       cp_async_commit();
 
       // ---- main loop over this chunk's KV blocks
       for (int i = 0; i < n_blocks; ++i) {
         const int blk = first + i, stage = i & 1;
-        if (i + 1 < n_blocks) load_kv_block(blk + 1, stage ^ 1);
-        cp_async_commit();
-        cp_async_wait<1>();                 // everything but the block just issued has landed
+        cp_async_wait<1>();                 // every group but the newest (block i+1) has landed: block i is in
         fence_proxy_async_smem();
         __syncthreads();
 
@@ -237,7 +240,9 @@ __device__ void decode_cta(const DecodeParams& p) {
         wgmma_commit();
         wgmma_wait<0>();
         fence_accumulators(o);
-        __syncthreads();                      // stage and sP are free for the next block
+        __syncthreads();                      // stage and sP are free again
+        if (i + 2 < n_blocks) load_kv_block(blk + 2, stage);
+        cp_async_commit();
       }
     }
 
