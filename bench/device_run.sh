@@ -13,3 +13,6 @@ fi
 if [ "${SKIP_BENCH:-0}" != 1 ]; then
   python3 -m flashmla_rt bench --out "$OUT" 2>&1 | tee "$OUT/bench.txt" | tail -40
 fi
+if [ "${SKIP_PROFILE:-0}" != 1 ]; then
+  python3 bench/profile_host.py "$OUT" 2>&1 | head -40
+fi
