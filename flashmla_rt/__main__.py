@@ -13,12 +13,16 @@ def _compile(argv: list[str]) -> int:
     ap.add_argument("--no-cache", action="store_true", help="recompile even when a cached cubin exists")
     args = ap.parse_args(argv)
     from .jit import compiler
-    from .kernels import ALL_SOURCES
+    from .kernels import ALL_SOURCES, _join_background
+    _join_background()              # let the import-time compile finish before compiling again ourselves
     bad = 0
     print(f"NVRTC {'.'.join(map(str, compiler.nvrtc_version()))}, sm_90a, cache {compiler.cache_dir()}")
     print(f"{'kernel':<22}{'source':<22}{'regs':>6}{'smem B':>9}{'stack B':>9}{'spill st':>10}{'spill ld':>10}")
     for src in ALL_SOURCES:
         mod = compiler.compile_source(src, use_cache=not args.no_cache, quiet=True)
+        if not mod.reports:
+            print(f"{src}: NVRTC printed no ptxas report (repeat compile in one process?); cannot check it")
+            bad += 1
         for r in sorted(mod.reports, key=lambda r: r.name):
             flag = "  <-- local memory" if r.uses_local_memory else ""
             bad += r.uses_local_memory

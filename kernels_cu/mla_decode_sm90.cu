@@ -37,19 +37,20 @@ constexpr int kSmemUsed = kOffRowSum + 2 * kBlockM * 4;
 constexpr int kSmemBytes = kSmemUsed + 1024;              // + slack to align the dynamic base to 1024 B
 static_assert(kSmemBytes <= 232448, "exceeds the 227 KB opt-in shared memory of sm_90");
 
-// Each of the 4 threads of a row copies chunks {2*sub, 2*sub+1} of each of the 9 column tiles (18 x 16 B).
-// The swizzled destination depends only on (row, sub), so per tile it is a constant offset from two bases.
+// Each of the 4 threads of a row copies chunks {sub, sub+4} of each of the 9 column tiles (18 x 16 B), so one
+// instruction of a warp moves 8 rows x 64 contiguous bytes (whole 32-B sectors). The swizzled destination
+// depends only on (row, sub), so per tile it is a constant offset from two bases.
 // src == nullptr zero-fills the row (cp.async with 0 source bytes reads nothing).
 __device__ __forceinline__ void load_row_async(uint32_t buf, int row, int sub, const uint8_t* src,
                                                const void* any_valid_ptr) {
   const uint32_t n = src ? 16u : 0u;
-  const uint8_t* s = src ? src + 32 * sub : (const uint8_t*)any_valid_ptr;
+  const uint8_t* s = src ? src + 16 * sub : (const uint8_t*)any_valid_ptr;
   const int64_t step = src ? 1 : 0;
 #pragma unroll
   for (int e = 0; e < 2; ++e) {
-    const uint32_t dst = buf + row * 128 + (((2 * sub + e) ^ (row & 7)) << 4);
+    const uint32_t dst = buf + row * 128 + (((sub + 4 * e) ^ (row & 7)) << 4);
 #pragma unroll
-    for (int t = 0; t < kKTiles; ++t) cp_async_16(dst + t * kTileBytes, s + step * (t * 128 + e * 16), n);
+    for (int t = 0; t < kKTiles; ++t) cp_async_16(dst + t * kTileBytes, s + step * (t * 128 + e * 64), n);
   }
 }
 

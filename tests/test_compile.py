@@ -30,6 +30,7 @@ FAST_SOURCE = kernels.METADATA_SOURCE          # ~0.2 s to compile: used where a
 def _env(cache: Path) -> dict:
     env = dict(os.environ)
     env["FLASHMLA_RT_CACHE_DIR"] = str(cache)
+    env["FLASHMLA_RT_LAZY"] = "1"       # no import-time compile in the child: each test compiles what it means to
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
     return env
 
