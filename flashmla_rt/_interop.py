@@ -99,8 +99,6 @@ class Allocator:
     """Allocates results and workspaces in the caller's framework on `device` (torch allocations are
     graph-capture safe; CuPy's pool serves CuPy, JAX and generic DLPack callers)."""
 
-    _TORCH_DTYPES = ("bfloat16", "float16", "float32", "int32")
-
     def __init__(self, framework: str, device: int):
         self.framework, self.device = framework, device
 

@@ -93,11 +93,3 @@ def compile_all() -> None:
     from .jit import compiler
     for src in ALL_SOURCES:
         compiler.compile_source(src)
-
-
-def load_all(device: int) -> None:
-    """Compile (or fetch from the disk cache) and load every kernel on `device`."""
-    metadata_kernel(device)
-    for dtype in _SUFFIX:
-        decode_kernel(dtype, device)
-        combine_kernel(dtype, device)
