@@ -17,7 +17,7 @@ def _compile(argv: list[str]) -> int:
     _join_background()              # let the import-time compile finish before compiling again ourselves
     bad = 0
     print(f"NVRTC {'.'.join(map(str, compiler.nvrtc_version()))}, sm_90a, cache {compiler.cache_dir()}")
-    print(f"{'kernel':<22}{'source':<22}{'regs':>6}{'smem B':>9}{'stack B':>9}{'spill st':>10}{'spill ld':>10}")
+    print(f"{'kernel':<26}{'source':<28}{'regs':>6}{'smem B':>9}{'stack B':>9}{'spill st':>10}{'spill ld':>10}")
     for src in ALL_SOURCES:
         mod = compiler.compile_source(src, use_cache=not args.no_cache, quiet=True)
         if not mod.reports:
@@ -26,7 +26,7 @@ def _compile(argv: list[str]) -> int:
         for r in sorted(mod.reports, key=lambda r: r.name):
             flag = "  <-- local memory" if r.uses_local_memory else ""
             bad += r.uses_local_memory
-            print(f"{r.name:<22}{src:<22}{r.registers:>6}{r.smem_bytes:>9}{r.stack_bytes:>9}{r.spill_stores:>10}"
+            print(f"{r.name:<26}{src:<28}{r.registers:>6}{r.smem_bytes:>9}{r.stack_bytes:>9}{r.spill_stores:>10}"
                   f"{r.spill_loads:>10}{flag}")
     if args.check and bad:
         print(f"FAIL: {bad} kernel(s) spill or use local memory", file=sys.stderr)

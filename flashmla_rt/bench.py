@@ -505,6 +505,11 @@ def environment():
            "numpy": _version_of("numpy"), "flashmla_rt": _version_of("flashmla_rt"),
            "python": platform.python_version(), "host": platform.node()}
     try:
+        from .kernels import decode_variant
+        env["decode_kernel"] = decode_variant()
+    except Exception as exc:  # noqa: BLE001
+        env["decode_kernel"] = f"error: {exc}"
+    try:
         import cupy
         env["cuda_driver_api"] = cupy.cuda.runtime.driverGetVersion()
     except Exception:  # noqa: BLE001

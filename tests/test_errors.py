@@ -233,3 +233,14 @@ def test_bad_metadata_argument(override, exc, pattern):
     kwargs.update(override)
     with pytest.raises(exc, match=pattern):
         flashmla_rt.get_mla_metadata(**kwargs)
+
+
+def test_decode_kernel_variant_env(monkeypatch):
+    from flashmla_rt import kernels
+    monkeypatch.delenv("FLASHMLA_RT_DECODE_KERNEL", raising=False)
+    assert kernels.decode_variant() == "cpasync"
+    monkeypatch.setenv("FLASHMLA_RT_DECODE_KERNEL", "seesaw")
+    assert kernels.decode_variant() == "seesaw"
+    monkeypatch.setenv("FLASHMLA_RT_DECODE_KERNEL", "fast")
+    with pytest.raises(ValueError, match="^FLASHMLA_RT_DECODE_KERNEL: "):
+        kernels.decode_variant()

@@ -1,0 +1,155 @@
+// Pieces shared by the decode kernels: tile geometry, the cp.async row gather, a CTA's view of one request
+// chunk (split-KV schedule + causal trimming), per-row softmax state and the epilogue that writes out/lse
+// (or the split partials).
+#pragma once
+#include "nvrtc_shim.cuh"
+#include "ptx_async.cuh"
+#include "softmax.cuh"
+#include "decode_params.cuh"
+
+namespace fmla {
+
+constexpr int kBlockM = 64;                         // query rows per CTA
+constexpr int kBlockN = 64;                         // KV tokens per block
+constexpr int kThreads = 256;                       // two warpgroups
+constexpr int kTileBytes = 64 * 128;                // 64 rows x 64 16-bit values (128 B): one swizzle tile
+constexpr int kKTiles = kHeadDimK / 64;             // 9 column tiles per 576-wide row (8 of V + 1 RoPE)
+constexpr int kRowTileBytes = kKTiles * kTileBytes; // 73,728 B: 64 rows x 576
+
+// Each of the 4 threads of a row copies chunks {sub, sub+4} of each of the 9 column tiles (18 x 16 B), so one
+// instruction of a warp moves 8 rows x 64 contiguous bytes (whole 32-B sectors). The swizzled destination
+// depends only on (row, sub), so per tile it is a constant offset from two bases.
+// src == nullptr zero-fills the row (cp.async with 0 source bytes reads nothing).
+__device__ __forceinline__ void load_row_async(uint32_t buf, int row, int sub, const uint8_t* src,
+                                               const void* any_valid_ptr) {
+  const uint32_t n = src ? 16u : 0u;
+  const uint8_t* s = src ? src + 16 * sub : (const uint8_t*)any_valid_ptr;
+  const int64_t step = src ? 1 : 0;
+#pragma unroll
+  for (int e = 0; e < 2; ++e) {
+    const uint32_t dst = buf + row * 128 + (((sub + 4 * e) ^ (row & 7)) << 4);
+#pragma unroll
+    for (int t = 0; t < kKTiles; ++t) cp_async_16(dst + t * kTileBytes, s + step * (t * 128 + e * 64), n);
+  }
+}
+
+// Q rows of this CTA's m-block for one request: row r = s * ngroups + g of KV head hk (zeros past `rows`).
+__device__ __forceinline__ void load_q_tile_async(const DecodeParams& p, uint32_t sQ, int req, int m_block,
+                                                  int hk, int load_row, int load_sub) {
+  const uint8_t* q = static_cast<const uint8_t*>(p.q);
+  const int r = m_block * kBlockM + load_row;
+  const uint8_t* src = nullptr;
+  if (r < p.rows) {
+    const int s = r / (int)p.ngroups, h = hk * (int)p.ngroups + r % (int)p.ngroups;
+    src = q + 2 * (req * p.q_stride_b + s * p.q_stride_s + h * p.q_stride_h);
+  }
+  load_row_async(sQ, load_row, load_sub, src, q);
+}
+
+// The part of request `req` that this CTA decodes, from the schedule row of its part (mla_metadata.cu).
+struct Chunk {
+  int req, seqlen;
+  int first, last;          // 64-token blocks [first, last), already trimmed by the causal limit of the tile
+  int split_idx;            // slot in the split workspace
+  bool is_split;            // request has more than one chunk: write a partial, the combine kernel merges
+};
+
+__device__ __forceinline__ int key_limit(const DecodeParams& p, int seqlen, int packed_row) {
+  if (!p.causal || packed_row >= p.rows) return seqlen;
+  return seqlen - ((int)p.s_q - 1 - packed_row / (int)p.ngroups);   // bottom-right aligned
+}
+
+__device__ __forceinline__ Chunk chunk_of(const DecodeParams& p, int req, int begin_req, int begin_blk,
+                                          int end_req, int end_blk, int begin_split, int m_block) {
+  Chunk c;
+  c.req = req;
+  c.seqlen = __ldg(p.seqlens + req);
+  c.first = (req == begin_req) ? begin_blk : 0;
+  c.last = (req == end_req) ? end_blk : (c.seqlen + kBlockN - 1) / kBlockN;
+  const int split0 = __ldg(p.num_splits + req);
+  c.is_split = __ldg(p.num_splits + req + 1) - split0 > 1;
+  c.split_idx = split0 + ((req == begin_req) ? begin_split : 0);
+  // Causal: no row of this tile attends past the last valid row's limit; skip those blocks entirely.
+  const int tile_limit = key_limit(p, c.seqlen, min((int)p.rows, (m_block + 1) * kBlockM) - 1);
+  c.last = min(c.last, (max(tile_limit, 0) + kBlockN - 1) / kBlockN);
+  return c;
+}
+
+struct RowState {          // one accumulator row of this thread (rows lo and hi of the wgmma fragment)
+  int packed_row;          // r within [0, rows); >= rows means padding
+  int key_limit;           // keys [0, key_limit) are attendable (causal bottom-right)
+  float max2;              // running max, log2 units (scores * scale * log2e)
+  float sum;               // this thread's partial row sum; quad/WG-reduced at the end
+};
+
+__device__ __forceinline__ void init_rows(RowState (&rs)[2], const DecodeParams& p, const Chunk& c, int m_block,
+                                          int row_lo) {
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    rs[h].packed_row = m_block * kBlockM + row_lo + 8 * h;
+    rs[h].key_limit = key_limit(p, c.seqlen, rs[h].packed_row);
+    rs[h].max2 = kMaxInit;
+    rs[h].sum = 0.f;
+  }
+}
+
+template <bool kBF16>
+__device__ __forceinline__ uint32_t pack2(float a, float b) {
+  if constexpr (kBF16) {
+    __nv_bfloat162 h = __floats2bfloat162_rn(a, b);
+    return *reinterpret_cast<uint32_t*>(&h);
+  } else {
+    __half2 h = __floats2half2_rn(a, b);
+    return *reinterpret_cast<uint32_t*>(&h);
+  }
+}
+
+// Epilogue of a chunk. WG `wg` holds O[:, 256wg : 256wg+256] of its two rows and a partial row sum; both WGs
+// hold the same running max. Sums are combined through s_rowsum [2][64], then O / sum is stored (16-bit to
+// `out`, or fp32 to the split workspace) with the LSE (natural log; +inf / -inf for rows with no key).
+template <bool kBF16>
+__device__ __forceinline__ void store_chunk(const DecodeParams& p, const Chunk& c, const float (&o)[128],
+                                            RowState (&rs)[2], float* s_rowsum, int wg, int lane, int row_lo,
+                                            int hk, int rowsum_barrier) {
+#pragma unroll
+  for (int h = 0; h < 2; ++h) rs[h].sum = quad_sum(rs[h].sum);
+  if ((lane & 3) == 0) {
+    s_rowsum[wg * kBlockM + row_lo] = rs[0].sum;
+    s_rowsum[wg * kBlockM + row_lo + 8] = rs[1].sum;
+  }
+  asm volatile("bar.sync %0, %1;\n" ::"r"(rowsum_barrier), "r"(kThreads) : "memory");
+  float inv[2], lse2[2];
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const float total = rs[h].sum + s_rowsum[(wg ^ 1) * kBlockM + row_lo + 8 * h];
+    inv[h] = (total > 0.f) ? 1.f / total : 0.f;     // empty (or NaN) row -> output 0
+    lse2[h] = row_lse2(rs[h].max2, total);
+  }
+  const int rows = (int)p.rows, ngroups = (int)p.ngroups;
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const int r = rs[h].packed_row;
+    if (r >= rows) continue;
+    const int s = r / ngroups, head = hk * ngroups + r % ngroups;
+    const int col0 = 256 * wg + 2 * (lane & 3);
+    if (!c.is_split) {
+      uint32_t* dst = reinterpret_cast<uint32_t*>(static_cast<uint8_t*>(p.out) +
+                                                  2 * (((int64_t)c.req * p.s_q + s) * p.h_q + head) * kHeadDimV);
+#pragma unroll
+      for (int j = 0; j < 32; ++j)
+        dst[(col0 + 8 * j) / 2] = pack2<kBF16>(o[4 * j + 2 * h] * inv[h], o[4 * j + 2 * h + 1] * inv[h]);
+      if (wg == 0 && (lane & 3) == 0)
+        p.lse[((int64_t)c.req * p.h_q + head) * p.s_q + s] =
+            (lse2[h] == neg_inf()) ? pos_inf() : lse2[h] * 0.69314718056f;
+    } else {
+      const int64_t acc_row = ((int64_t)c.split_idx * p.h_kv + hk) * rows + r;
+      float2* dst = reinterpret_cast<float2*>(p.o_accum + acc_row * kHeadDimV);
+#pragma unroll
+      for (int j = 0; j < 32; ++j)
+        dst[(col0 + 8 * j) / 2] = make_float2(o[4 * j + 2 * h] * inv[h], o[4 * j + 2 * h + 1] * inv[h]);
+      if (wg == 0 && (lane & 3) == 0) p.lse_accum[acc_row] = lse2[h];
+    }
+  }
+}
+
+}  // namespace fmla
