@@ -172,6 +172,25 @@ __device__ __forceinline__ int valid_rows_if_tail(const Chunk& c, int blk) {
   return (valid > 0 && valid < kBlockN) ? valid : 0;
 }
 
+// The owner of a block hands it to the other WG: running max and rescale of its rows, V rows past the sequence
+// end zeroed, P in the block's RoPE tile, made visible to the async proxy, then `ready` is signalled.
+template <bool kBF16>
+__device__ __forceinline__ void publish_block(const float (&s)[32], const RowState (&rs)[2], const float (&r)[2],
+                                              float* s_max, float* s_scale, const Chunk& c, int blk, uint32_t stage,
+                                              int row_lo, int lane, int t_in_wg, int ready) {
+  if ((lane & 3) == 0) {
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      s_max[row_lo + 8 * h] = rs[h].max2;
+      s_scale[row_lo + 8 * h] = r[h];
+    }
+  }
+  if (const int valid = valid_rows_if_tail(c, blk)) zero_v_tail(stage, valid, t_in_wg);
+  store_p<kBF16>(s, stage + kPTile, row_lo, lane);
+  fence_proxy_async_smem();
+  named_barrier_arrive(ready, kThreads);
+}
+
 template <bool kBF16>
 __device__ void decode_cta(const TmaDesc* kv_map, const DecodeParams& p) {
   extern __shared__ __align__(1024) uint8_t smem_raw[];
@@ -234,14 +253,7 @@ __device__ void decode_cta(const TmaDesc* kv_map, const DecodeParams& p) {
           qk_block<kBF16>(s, sQ, stage0, bars0, par0);
           float r0[2];
           softmax_own_block(s, rs, r0, blk0 * kBlockN + 2 * (lane & 3), scale_log2);
-          if ((lane & 3) == 0) {
-            s_max[row_lo] = rs[0].max2; s_max[row_lo + 8] = rs[1].max2;
-            s_scale0[row_lo] = r0[0]; s_scale0[row_lo + 8] = r0[1];
-          }
-          if (const int valid = valid_rows_if_tail(c, blk0)) zero_v_tail(stage0, valid, t_in_wg);
-          store_p<kBF16>(s, stage0 + kPTile, row_lo, lane);
-          fence_proxy_async_smem();
-          named_barrier_arrive(kBarP0Ready, kThreads);
+          publish_block<kBF16>(s, rs, r0, s_max, s_scale0, c, blk0, stage0, row_lo, lane, t_in_wg, kBarP0Ready);
           scale_o(o, r0);
           named_barrier_sync_id(kBarWG0, 128);            // every WG0 thread's P0 / zeroed rows are written
           pv_issue<kBF16>(o, stage0 + kPTile, stage0, 0);
@@ -289,14 +301,7 @@ __device__ void decode_cta(const TmaDesc* kv_map, const DecodeParams& p) {
           if (has1) {
             float r1[2];
             softmax_own_block(s, rs, r1, blk1 * kBlockN + 2 * (lane & 3), scale_log2);   // overlaps P0 V0_R
-            if ((lane & 3) == 0) {
-              s_max[row_lo] = rs[0].max2; s_max[row_lo + 8] = rs[1].max2;
-              s_scale1[row_lo] = r1[0]; s_scale1[row_lo + 8] = r1[1];
-            }
-            if (const int valid = valid_rows_if_tail(c, blk1)) zero_v_tail(stage1, valid, t_in_wg);
-            store_p<kBF16>(s, stage1 + kPTile, row_lo, lane);
-            fence_proxy_async_smem();
-            named_barrier_arrive(kBarP1Ready, kThreads);
+            publish_block<kBF16>(s, rs, r1, s_max, s_scale1, c, blk1, stage1, row_lo, lane, t_in_wg, kBarP1Ready);
             wgmma_wait<0>();
             fence_accumulators(o);
             if (refill0 && t_in_wg == 0) issue_block_tiles(kv_map, p, c, hk, blk0 + 2, stage0, bars0, 4, 8);
