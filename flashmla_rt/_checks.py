@@ -102,6 +102,10 @@ def check_decode_args(q: Tensor, k_cache: Tensor, block_table: Tensor, cache_seq
         raise ValueError(f"q: heads_q ({h_q}) must be a multiple of k_cache heads_kv ({h_kv})")
     check_last_dim_contiguous(k_cache)
     check_16b_aligned(k_cache, 2)
+    # The combine kernel runs 8 packed rows per CTA along grid.y (at most 65,535 CTAs).
+    if -(-(s_q * h_q) // 8) > 65535:
+        raise ValueError(f"q: seqlen_q * heads_q = {s_q * h_q} exceeds the supported {65535 * 8} query rows per "
+                         f"request, got shape {q.shape}")
 
     if isinstance(head_dim_v, bool) or not hasattr(head_dim_v, "__index__") or int(head_dim_v) != HEAD_DIM_V:
         raise ValueError(f"head_dim_v: expected {HEAD_DIM_V} (V = first 512 dims of k_cache), got {head_dim_v!r}")

@@ -244,3 +244,12 @@ def test_decode_kernel_variant_env(monkeypatch):
     monkeypatch.setenv("FLASHMLA_RT_DECODE_KERNEL", "fast")
     with pytest.raises(ValueError, match="^FLASHMLA_RT_DECODE_KERNEL: "):
         kernels.decode_variant()
+
+
+def test_too_many_query_rows_per_request():
+    # 65,535 combine CTAs x 8 rows is the limit; a broadcast (zero-stride) view keeps the array small.
+    args = valid_args()
+    q = np.lib.stride_tricks.as_strided(args["q"], shape=(B, 4100, 128, D), strides=(0, 0, 0, 2))
+    args["q"] = q
+    with pytest.raises(ValueError, match=r"^q: seqlen_q \* heads_q = 524800 exceeds"):
+        call(args)
