@@ -191,6 +191,17 @@ __device__ __forceinline__ void publish_block(const float (&s)[32], const RowSta
   named_barrier_arrive(ready, kThreads);
 }
 
+// The other WG's side of publish_block: take over the published running max, rescale the own row sums.
+__device__ __forceinline__ void adopt_published(RowState (&rs)[2], float (&r)[2], const float* s_max,
+                                                const float* s_scale, int row_lo) {
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    r[h] = s_scale[row_lo + 8 * h];
+    rs[h].max2 = s_max[row_lo + 8 * h];
+    rs[h].sum *= r[h];
+  }
+}
+
 template <bool kBF16>
 __device__ void decode_cta(const TmaDesc* kv_map, const DecodeParams& p) {
   extern __shared__ __align__(1024) uint8_t smem_raw[];
@@ -260,12 +271,7 @@ __device__ void decode_cta(const TmaDesc* kv_map, const DecodeParams& p) {
           if (has1) {
             named_barrier_sync_id(kBarP1Ready, kThreads);
             float r1[2];
-#pragma unroll
-            for (int h = 0; h < 2; ++h) {
-              r1[h] = s_scale1[row_lo + 8 * h];
-              rs[h].max2 = s_max[row_lo + 8 * h];
-              rs[h].sum *= r1[h];
-            }
+            adopt_published(rs, r1, s_max, s_scale1, row_lo);
             wgmma_wait<0>();
             fence_accumulators(o);
             named_barrier_arrive(kBarPV0Done, kThreads);
@@ -289,12 +295,7 @@ __device__ void decode_cta(const TmaDesc* kv_map, const DecodeParams& p) {
           if (has1) qk_block<kBF16>(s, sQ, stage1, bars1, par1);
           named_barrier_sync_id(kBarP0Ready, kThreads);
           float r0[2];
-#pragma unroll
-          for (int h = 0; h < 2; ++h) {
-            r0[h] = s_scale0[row_lo + 8 * h];
-            rs[h].max2 = s_max[row_lo + 8 * h];
-            rs[h].sum *= r0[h];
-          }
+          adopt_published(rs, r0, s_max, s_scale0, row_lo);
           scale_o(o, r0);
           wait_tiles(bars0, 4, 8, par0);                  // V0_R landed
           pv_issue<kBF16>(o, stage0 + kPTile, stage0, 1);

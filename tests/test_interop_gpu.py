@@ -69,6 +69,13 @@ def test_torch_results(torch):
     gc.check_close(out, lse, *gc.reference(case), case.dtype)
 
 
+def assert_metadata_matches_plan(meta, splits, case, to_numpy):
+    """Device metadata equals the NumPy twin's plan for the same lengths and part count."""
+    want_meta, want_splits = schedule.plan(case.seqlens, meta.shape[0])
+    np.testing.assert_array_equal(to_numpy(meta), want_meta)
+    np.testing.assert_array_equal(to_numpy(splits), want_splits)
+
+
 @pytest.mark.parametrize("dtype", gc.DTYPES)
 def test_cupy_inputs(torch, cupy, dtype):
     import flashmla_rt
@@ -78,9 +85,7 @@ def test_cupy_inputs(torch, cupy, dtype):
     q, k, table, seqlens = (as_cp(x) for x in (case.q, case.k_cache, case.block_table, case.cache_seqlens))
     meta, splits = flashmla_rt.get_mla_metadata(seqlens, case.rows, case.h_kv)
     assert isinstance(meta, cupy.ndarray) and isinstance(splits, cupy.ndarray)
-    want_meta, want_splits = schedule.plan(case.seqlens, meta.shape[0])
-    np.testing.assert_array_equal(cupy.asnumpy(meta), want_meta)
-    np.testing.assert_array_equal(cupy.asnumpy(splits), want_splits)
+    assert_metadata_matches_plan(meta, splits, case, cupy.asnumpy)
 
     out, lse = flashmla_rt.flash_mla_with_kvcache(q, k, table, seqlens, gc.DV, meta, splits, causal=True)
     assert isinstance(out, cupy.ndarray) and isinstance(lse, cupy.ndarray)
@@ -108,9 +113,7 @@ def test_jax_inputs(torch, jax, dtype):
                             for x in (case.q, case.k_cache, case.block_table, case.cache_seqlens))
     meta, splits = flashmla_rt.get_mla_metadata(seqlens, case.rows, case.h_kv)
     assert isinstance(meta, jax.Array) and isinstance(splits, jax.Array)
-    want_meta, want_splits = schedule.plan(case.seqlens, meta.shape[0])
-    np.testing.assert_array_equal(np.asarray(meta), want_meta)
-    np.testing.assert_array_equal(np.asarray(splits), want_splits)
+    assert_metadata_matches_plan(meta, splits, case, np.asarray)
 
     out, lse = flashmla_rt.flash_mla_with_kvcache(q, k, table, seqlens, gc.DV, meta, splits, causal=True)
     assert isinstance(out, jax.Array) and isinstance(lse, jax.Array)
