@@ -15,8 +15,8 @@ DECODE_THREADS = 256
 # Must equal kSmemBytes in mla_decode_sm90.cu: Q + 2 KV stages (3 x 73,728) + P (8,192) + 2 x 512 B of row
 # statistics + 1,024 B of alignment slack.
 DECODE_SMEM_BYTES = 3 * 73728 + 8192 + 1024 + 1024
-# Must equal seesaw::kSmemBytes: Q + 2 stages (3 x 73,728) + 5 x 256 B of row state + 18 mbarriers + 1,024 slack.
-SEESAW_SMEM_BYTES = 3 * 73728 + 5 * 256 + 18 * 8 + 1024
+# Must equal seesaw::kSmemBytes: Q + 2 stages (3 x 73,728) + 6 x 256 B of row state + 18 mbarriers + 1,024 slack.
+SEESAW_SMEM_BYTES = 3 * 73728 + 6 * 256 + 18 * 8 + 1024
 COMBINE_THREADS = 256
 COMBINE_ROWS_PER_CTA = 8
 

@@ -1,21 +1,21 @@
-// EXPERIMENTAL (not yet run on a GPU; opt in with FLASHMLA_RT_DECODE_KERNEL=seesaw): MLA decode for sm_90a
-// with TMA loads and a two-warpgroup "seesaw" schedule. Same contract as mla_decode_sm90.cu (DecodeParams,
-// split-KV chunks, outputs), plus a 4-D tensor map over the KV cache (576, h_kv, page, num_blocks).
+// MLA decode for sm_90a with TMA loads and a two-warpgroup "seesaw" schedule (opt in with
+// FLASHMLA_RT_DECODE_KERNEL=seesaw). Same contract as mla_decode_sm90.cu (DecodeParams, split-KV chunks,
+// outputs), plus a 4-D tensor map over the KV cache (576, h_kv, page, num_blocks).
 //
-// Why (bench/NOTES.md, v2): the cp.async kernel spends ~3.3 µs per 64-token block inside the SM whatever
-// feeds it; its Q·Kᵀ is split by tokens, so both warpgroups read all of Q from shared memory per block.
-// Here each warpgroup owns whole blocks: WG0 the even block of a pair (stage 0), WG1 the odd one (stage 1),
-// and computes S = Q·Kᵀ with N = 64, so Q is read once per block. O stays split by columns (WG0 O[:, :256],
-// WG1 O[:, 256:]), so P of each block is shared through shared memory, written into the block's RoPE tile
-// (K columns 512..575, dead once its owner's Q·Kᵀ is done). The running max is shared; per pair:
-//   WG0: S0, m0 = max(m, rowmax S0), r0, P0 -> stage0.tile8 -> [P0 ready] -> O_L = O_L r0 + P0 V0_L
-//   WG1: S1 (overlaps WG0's softmax); [P0 ready] -> O_R = O_R r0 + P0 V0_R; m1 = max(m0, rowmax S1), r1,
-//        P1 -> stage1.tile8 (overlaps that MMA) -> [P1 ready] -> O_R = O_R r1 + P1 V1_R
-//   WG0: [P1 ready] -> O_L = O_L r1 + P1 V1_L
-// Loads: every 64x64 tile of a stage has its own mbarrier; a tile is refilled (TMA, one elected thread) as
-// soon as its last reader is done: tiles 0-3 by WG0, tiles 4-7 and the P tile by WG1 (or WG0 for stage 1).
-// Rows of the sequence's last page past its end are loaded by TMA (they may hold NaN) and are zeroed in V
-// before P·V; pages past the end and invalid block ids are given an out-of-range coordinate (zero fill).
+// Each warpgroup owns whole 64-token blocks: WG0 the even block of a pair (stage 0), WG1 the odd one (stage 1),
+// and computes S = Q·Kᵀ with N = 64. O is split by columns (WG0 O_L = O[:, :256], WG1 O_R = O[:, 256:]). The
+// running max is shared; per pair, with r0 = exp2(m - m0), r1 = exp2(m0 - m1):
+//   WG0: S0; m0, r0, P0 -> [Scale0] ; O_L = O_L r0 + P0 V0_L (P0 from registers)
+//   WG1: S1; [Scale0] m1, r1, P1 -> [Scale1] ; O_R = O_R r0 r1 + P1 V1_R (registers); P1 -> smem [P1 ready]
+//   WG0: [Scale1] P0 r1 -> smem [P0 ready] ; O_L = O_L r1 + P1 V1_L (P1 from smem)
+//   WG1: [P0 ready] O_R += (P0 r1) V0_R (smem)
+// so one warpgroup's softmax runs under the other's MMAs. P of a block is written into that block's RoPE tile
+// (K columns 512..575, dead once its owner's Q·Kᵀ is done).
+// Loads: every 64x64 tile of a stage has its own mbarrier and is refilled (TMA, one thread) as soon as its last
+// reader is done: stage 0 tiles 0-3 by WG0 after its first P·V, stage 1 tiles 4-7 by WG1 after its first P·V,
+// the rest after the second P·Vs. Each WG's Q·Kᵀ waits tile by tile, early-refilled tiles first.
+// Rows of the sequence's last page past its end are loaded by TMA (they may hold NaN) and are zeroed in V before
+// P·V; pages past the end and invalid block ids get an out-of-range coordinate (TMA zero fill).
 #include "common/nvrtc_shim.cuh"
 #include "common/ptx_async.cuh"
 #include "common/ptx_tma.cuh"
@@ -31,9 +31,10 @@ namespace seesaw {
 constexpr int kOffQ = 0;                                  // [9][64][128 B] Q
 constexpr int kOffStage0 = kRowTileBytes;                 // even block of a pair: [9][64][128 B]
 constexpr int kOffStage1 = 2 * kRowTileBytes;             // odd block
-constexpr int kOffMax = 3 * kRowTileBytes;                // float [64]: shared running max (log2 units)
-constexpr int kOffScale0 = kOffMax + 4 * kBlockM;         // float [64]: r0 published by WG0
-constexpr int kOffScale1 = kOffScale0 + 4 * kBlockM;      // float [64]: r1 published by WG1
+constexpr int kOffMax0 = 3 * kRowTileBytes;               // float [64]: m0 published by WG0 (log2 units)
+constexpr int kOffScale0 = kOffMax0 + 4 * kBlockM;        // float [64]: r0 published by WG0
+constexpr int kOffMax1 = kOffScale0 + 4 * kBlockM;        // float [64]: m1 published by WG1
+constexpr int kOffScale1 = kOffMax1 + 4 * kBlockM;        // float [64]: r1 published by WG1
 constexpr int kOffRowSum = kOffScale1 + 4 * kBlockM;      // float [2][64]
 constexpr int kOffBars = kOffRowSum + 8 * kBlockM;        // uint64 [2 stages][9 tiles]
 constexpr int kSmemUsed = kOffBars + 2 * kKTiles * 8;
@@ -42,7 +43,7 @@ static_assert(kSmemBytes <= 232448, "exceeds the 227 KB opt-in shared memory of 
 constexpr int kPTile = 8 * kTileBytes;                    // offset of the RoPE tile, reused for P
 
 // Named barriers (0 is __syncthreads). "arrive" by the producing WG, "sync" by the consuming one.
-enum : int { kBarP0Ready = 1, kBarP1Ready = 2, kBarPV0Done = 3, kBarPV1Done = 4, kBarWG0 = 5, kBarWG1 = 6,
+enum : int { kBarScale0 = 1, kBarScale1 = 2, kBarP0Ready = 3, kBarP1Ready = 4, kBarWG0 = 5, kBarWG1 = 6,
              kBarRowSum = 7 };
 
 // TMA loads of tiles [t0, t1) of 64-token block `blk` into a stage; one thread calls it.
@@ -71,19 +72,27 @@ __device__ __forceinline__ void issue_block_tiles(const TmaDesc* map, const Deco
   }
 }
 
-// S[64x64] = Q K^T of the block in `stage`, tile by tile as the TMA loads land.
-template <bool kBF16>
+
+// Q·Kᵀ tile order: each WG starts with the tiles of its stage that were refilled earliest.
+template <int kWG>
+__device__ __forceinline__ constexpr int qk_tile(int idx) {
+  return kWG == 0 ? idx : (idx < 4 ? idx + 4 : (idx < 8 ? idx - 4 : 8));
+}
+
+// S[64x64] = Q K^T of the block in `stage`, each tile's wgmmas issued as soon as that tile has landed.
+template <bool kBF16, int kWG>
 __device__ __forceinline__ void qk_block(float (&s)[32], uint32_t sQ, uint32_t stage, uint32_t bars,
                                          uint32_t parity) {
   const uint64_t dq = desc_k_major(sQ), dk = desc_k_major(stage);
-  for (int t = 0; t < kKTiles; ++t) mbarrier_wait(bars + 8 * t, parity);
-  wgmma_fence();
 #pragma unroll
-  for (int t = 0; t < kKTiles; ++t) {
+  for (int idx = 0; idx < kKTiles; ++idx) {
+    const int t = qk_tile<kWG>(idx);
+    mbarrier_wait(bars + 8 * t, parity);
+    wgmma_fence();
 #pragma unroll
     for (int k = 0; k < 4; ++k) {
       const uint32_t off = (t * kTileBytes + k * 32) >> 4;
-      wgmma_m64n64k16_ss<kBF16>(s, dq + off, dk + off, (t | k) != 0);
+      wgmma_m64n64k16_ss<kBF16>(s, dq + off, dk + off, (idx | k) != 0);
     }
   }
   wgmma_commit();
@@ -91,9 +100,11 @@ __device__ __forceinline__ void qk_block(float (&s)[32], uint32_t sQ, uint32_t s
   fence_accumulators(s);
 }
 
-// Mask, new running max against rs.max2, rescale r (applied to rs.sum), P = exp2(S c - max) in place.
-__device__ __forceinline__ void softmax_own_block(float (&s)[32], RowState (&rs)[2], float (&r)[2], int tok0,
-                                                  float scale_log2) {
+// Mask, new running max against rs.max2 (r = rescale of the old max, applied to rs.sum), P = exp2(S c - max)
+// in place (fp32) and packed to 16 bits as the A fragment of the P·V wgmma.
+template <bool kBF16>
+__device__ __forceinline__ void softmax_block(float (&s)[32], uint32_t (&pa)[16], RowState (&rs)[2], float (&r)[2],
+                                              int tok0, float scale_log2) {
   float mx[2] = {neg_inf(), neg_inf()};
 #pragma unroll
   for (int j = 0; j < 8; ++j)
@@ -112,25 +123,23 @@ __device__ __forceinline__ void softmax_own_block(float (&s)[32], RowState (&rs)
     rs[h].sum *= r[h];
   }
 #pragma unroll
-  for (int j = 0; j < 8; ++j)
+  for (int i = 0; i < 32; ++i) {
+    const int h = (i >> 1) & 1;
+    s[i] = exp2_approx(fmaf(s[i], scale_log2, -rs[h].max2));
+    rs[h].sum += s[i];
+  }
 #pragma unroll
-    for (int v = 0; v < 4; ++v) {
-      const int h = v >> 1;
-      s[4 * j + v] = exp2_approx(fmaf(s[4 * j + v], scale_log2, -rs[h].max2));
-      rs[h].sum += s[4 * j + v];
-    }
+  for (int i = 0; i < 16; ++i) pa[i] = pack2<kBF16>(s[2 * i], s[2 * i + 1]);
 }
 
-// P (16-bit) into a K-major SW128 tile: rows row_lo and row_lo + 8, token chunk j at 16-B slot j ^ (row & 7).
-template <bool kBF16>
-__device__ __forceinline__ void store_p(const float (&s)[32], uint32_t tile, int row_lo, int lane) {
+// P (16-bit pairs in A-fragment order) into a K-major SW128 tile: rows row_lo and row_lo + 8, token chunk j at
+// 16-B slot j ^ (row & 7).
+__device__ __forceinline__ void store_p(const uint32_t (&pa)[16], uint32_t tile, int row_lo, int lane) {
 #pragma unroll
   for (int j = 0; j < 8; ++j) {
     const uint32_t off = ((j ^ (row_lo & 7)) << 4) + 4 * (lane & 3);
-    asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(tile + row_lo * 128 + off), "r"(pack2<kBF16>(s[4 * j], s[4 * j + 1]))
-                 : "memory");
-    asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(tile + (row_lo + 8) * 128 + off),
-                 "r"(pack2<kBF16>(s[4 * j + 2], s[4 * j + 3])) : "memory");
+    asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(tile + row_lo * 128 + off), "r"(pa[2 * j]) : "memory");
+    asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(tile + (row_lo + 8) * 128 + off), "r"(pa[2 * j + 1]) : "memory");
   }
 }
 
@@ -144,25 +153,6 @@ __device__ __forceinline__ void zero_v_tail(uint32_t stage, int valid, int t_in_
   }
 }
 
-__device__ __forceinline__ void scale_o(float (&o)[128], const float (&r)[2]) {
-#pragma unroll
-  for (int j = 0; j < 32; ++j) {
-    o[4 * j + 0] *= r[0]; o[4 * j + 1] *= r[0];
-    o[4 * j + 2] *= r[1]; o[4 * j + 3] *= r[1];
-  }
-}
-
-// O_half += P V_half: P from `p_tile`, V columns [256 half, 256 half + 256) of `stage` (tiles 4 half..4 half+3).
-template <bool kBF16>
-__device__ __forceinline__ void pv_issue(float (&o)[128], uint32_t p_tile, uint32_t stage, int half) {
-  const uint64_t dp = desc_k_major(p_tile), dv = desc_mn_major(stage + half * 4 * kTileBytes, kTileBytes);
-  wgmma_fence();
-#pragma unroll
-  for (int kk = 0; kk < kBlockN / 16; ++kk)
-    wgmma_m64n256k16_ss_tb<kBF16>(o, dp + ((kk * 32) >> 4), dv + ((kk * 2048) >> 4), 1);
-  wgmma_commit();
-}
-
 __device__ __forceinline__ void wait_tiles(uint32_t bars, int t0, int t1, uint32_t parity) {
   for (int t = t0; t < t1; ++t) mbarrier_wait(bars + 8 * t, parity);
 }
@@ -172,12 +162,56 @@ __device__ __forceinline__ int valid_rows_if_tail(const Chunk& c, int blk) {
   return (valid > 0 && valid < kBlockN) ? valid : 0;
 }
 
-// The owner of a block hands it to the other WG: running max and rescale of its rows, V rows past the sequence
-// end zeroed, P in the block's RoPE tile, made visible to the async proxy, then `ready` is signalled.
+// Before the owner's first P·V of a block: if the sequence ends inside it, zero the V tail of the whole block
+// (the other WG reads its half later, after a barrier the owner arrives on after this).
+__device__ __forceinline__ void prepare_v(const Chunk& c, int blk, uint32_t stage, int t_in_wg, int wg_barrier) {
+  if (const int valid = valid_rows_if_tail(c, blk)) {
+    zero_v_tail(stage, valid, t_in_wg);
+    fence_proxy_async_smem();
+    named_barrier_sync_id(wg_barrier, 128);
+  }
+}
+
+__device__ __forceinline__ void scale_o(float (&o)[128], float r_lo, float r_hi) {
+#pragma unroll
+  for (int j = 0; j < 32; ++j) {
+    o[4 * j + 0] *= r_lo; o[4 * j + 1] *= r_lo;
+    o[4 * j + 2] *= r_hi; o[4 * j + 3] *= r_hi;
+  }
+}
+
+// O_half += P V_half, P from registers; V columns [256 half, 256 half + 256) = tiles 4 half .. 4 half + 3.
 template <bool kBF16>
-__device__ __forceinline__ void publish_block(const float (&s)[32], const RowState (&rs)[2], const float (&r)[2],
-                                              float* s_max, float* s_scale, const Chunk& c, int blk, uint32_t stage,
-                                              int row_lo, int lane, int t_in_wg, int ready) {
+__device__ __forceinline__ void pv_issue_rs(float (&o)[128], const uint32_t (&pa)[16], uint32_t stage, int half) {
+  const uint64_t dv = desc_mn_major(stage + half * 4 * kTileBytes, kTileBytes);
+  wgmma_fence();
+#pragma unroll
+  for (int kk = 0; kk < kBlockN / 16; ++kk) {
+    const uint32_t a[4] = {pa[4 * kk], pa[4 * kk + 1], pa[4 * kk + 2], pa[4 * kk + 3]};
+    wgmma_m64n256k16_rs_tb<kBF16>(o, a, dv + ((kk * 2048) >> 4));
+  }
+  wgmma_commit();
+}
+
+// O_half += P V_half, P from the K-major tile `p_tile` in shared memory.
+template <bool kBF16>
+__device__ __forceinline__ void pv_issue_ss(float (&o)[128], uint32_t p_tile, uint32_t stage, int half) {
+  const uint64_t dp = desc_k_major(p_tile), dv = desc_mn_major(stage + half * 4 * kTileBytes, kTileBytes);
+  wgmma_fence();
+#pragma unroll
+  for (int kk = 0; kk < kBlockN / 16; ++kk)
+    wgmma_m64n256k16_ss_tb<kBF16>(o, dp + ((kk * 32) >> 4), dv + ((kk * 2048) >> 4), 1);
+  wgmma_commit();
+}
+
+__device__ __forceinline__ void wait_pv(float (&o)[128]) {
+  wgmma_wait<0>();
+  fence_accumulators(o);
+}
+
+// Per-row values one WG hands to the other: (running max, rescale) of rows row_lo and row_lo + 8.
+__device__ __forceinline__ void publish_scale(float* s_max, float* s_scale, const RowState (&rs)[2],
+                                              const float (&r)[2], int row_lo, int lane) {
   if ((lane & 3) == 0) {
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
@@ -185,21 +219,101 @@ __device__ __forceinline__ void publish_block(const float (&s)[32], const RowSta
       s_scale[row_lo + 8 * h] = r[h];
     }
   }
-  if (const int valid = valid_rows_if_tail(c, blk)) zero_v_tail(stage, valid, t_in_wg);
-  store_p<kBF16>(s, stage + kPTile, row_lo, lane);
-  fence_proxy_async_smem();
-  named_barrier_arrive(ready, kThreads);
 }
-
-// The other WG's side of publish_block: take over the published running max, rescale the own row sums.
-__device__ __forceinline__ void adopt_published(RowState (&rs)[2], float (&r)[2], const float* s_max,
-                                                const float* s_scale, int row_lo) {
+__device__ __forceinline__ void read_scale(const float* s_max, const float* s_scale, RowState (&rs)[2],
+                                           float (&r)[2], int row_lo) {
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
-    r[h] = s_scale[row_lo + 8 * h];
     rs[h].max2 = s_max[row_lo + 8 * h];
-    rs[h].sum *= r[h];
+    r[h] = s_scale[row_lo + 8 * h];
   }
+}
+
+// Issue refills of tiles [t0, t1) of a stage with block `blk` (one thread of the calling WG), if it exists.
+__device__ __forceinline__ void refill(bool needed, int t_in_wg, const TmaDesc* map, const DecodeParams& p,
+                                       const Chunk& c, int hk, int blk, uint32_t stage, uint32_t bars, int t0,
+                                       int t1) {
+  if (needed && t_in_wg == 0) issue_block_tiles(map, p, c, hk, blk, stage, bars, t0, t1);
+}
+
+struct PairCtx {                  // what both WGs know about the current pair of blocks
+  int blk0, blk1;
+  bool has1, refill0, refill1;
+  uint32_t par0, par1;
+};
+
+struct Smem {                     // shared-memory addresses and the per-row exchange arrays
+  uint32_t q, stage0, stage1, bars0, bars1;
+  float *max0, *scale0, *max1, *scale1, *rowsum;
+};
+
+// WG0 side of one pair: owns block blk0 (stage 0) and O_L.
+template <bool kBF16>
+__device__ __forceinline__ void pair_wg0(const TmaDesc* map, const DecodeParams& p, const Chunk& c, int hk,
+                                         const Smem& sm, const PairCtx& pc, float (&o)[128], RowState (&rs)[2],
+                                         int row_lo, int lane, int t_in_wg, float scale_log2) {
+  float s[32], r0[2], r1[2];
+  uint32_t pa[16];
+  qk_block<kBF16, 0>(s, sm.q, sm.stage0, sm.bars0, pc.par0);
+  softmax_block<kBF16>(s, pa, rs, r0, pc.blk0 * kBlockN + 2 * (lane & 3), scale_log2);
+  publish_scale(sm.max0, sm.scale0, rs, r0, row_lo, lane);
+  named_barrier_arrive(kBarScale0, kThreads);
+  prepare_v(c, pc.blk0, sm.stage0, t_in_wg, kBarWG0);
+  scale_o(o, r0[0], r0[1]);
+  pv_issue_rs<kBF16>(o, pa, sm.stage0, 0);                 // O_L = O_L r0 + P0 V0_L
+  named_barrier_sync_id(kBarScale1, kThreads);            // WG1's m1, r1 (r1 = 1 without a second block)
+  read_scale(sm.max1, sm.scale1, rs, r1, row_lo);
+#pragma unroll
+  for (int h = 0; h < 2; ++h) rs[h].sum *= r1[h];
+  wait_pv(o);
+  refill(pc.refill0, t_in_wg, map, p, c, hk, pc.blk0 + 2, sm.stage0, sm.bars0, 0, 4);
+  // P0 against m1 for WG1's half: rescale the fp32 probabilities and publish them in stage 0's RoPE tile.
+#pragma unroll
+  for (int i = 0; i < 16; ++i) pa[i] = pack2<kBF16>(s[2 * i] * r1[i & 1], s[2 * i + 1] * r1[i & 1]);
+  store_p(pa, sm.stage0 + kPTile, row_lo, lane);
+  fence_proxy_async_smem();
+  named_barrier_arrive(kBarP0Ready, kThreads);
+  scale_o(o, r1[0], r1[1]);
+  if (pc.has1) {
+    named_barrier_sync_id(kBarP1Ready, kThreads);
+    wait_tiles(sm.bars1, 0, 4, pc.par1);                  // V1_L landed (WG1 saw it; observe it here too)
+    pv_issue_ss<kBF16>(o, sm.stage1 + kPTile, sm.stage1, 0);   // O_L += P1 V1_L
+    wait_pv(o);
+    refill(pc.refill1, t_in_wg, map, p, c, hk, pc.blk1 + 2, sm.stage1, sm.bars1, 0, 4);
+    refill(pc.refill1, t_in_wg, map, p, c, hk, pc.blk1 + 2, sm.stage1, sm.bars1, 8, 9);
+  }
+}
+
+// WG1 side of one pair: owns block blk1 (stage 1, if it exists) and O_R.
+template <bool kBF16>
+__device__ __forceinline__ void pair_wg1(const TmaDesc* map, const DecodeParams& p, const Chunk& c, int hk,
+                                         const Smem& sm, const PairCtx& pc, float (&o)[128], RowState (&rs)[2],
+                                         int row_lo, int lane, int t_in_wg, float scale_log2) {
+  float s[32], r0[2], r1[2] = {1.f, 1.f};
+  uint32_t pa[16];
+  if (pc.has1) qk_block<kBF16, 1>(s, sm.q, sm.stage1, sm.bars1, pc.par1);
+  named_barrier_sync_id(kBarScale0, kThreads);
+  read_scale(sm.max0, sm.scale0, rs, r0, row_lo);
+#pragma unroll
+  for (int h = 0; h < 2; ++h) rs[h].sum *= r0[h];
+  if (pc.has1) softmax_block<kBF16>(s, pa, rs, r1, pc.blk1 * kBlockN + 2 * (lane & 3), scale_log2);
+  publish_scale(sm.max1, sm.scale1, rs, r1, row_lo, lane);
+  named_barrier_arrive(kBarScale1, kThreads);
+  scale_o(o, r0[0] * r1[0], r0[1] * r1[1]);
+  if (pc.has1) {
+    store_p(pa, sm.stage1 + kPTile, row_lo, lane);        // before the wgmma that reads pa from registers
+    fence_proxy_async_smem();
+    prepare_v(c, pc.blk1, sm.stage1, t_in_wg, kBarWG1);
+    pv_issue_rs<kBF16>(o, pa, sm.stage1, 1);               // O_R = O_R r0 r1 + P1 V1_R
+    named_barrier_arrive(kBarP1Ready, kThreads);
+    wait_pv(o);
+    refill(pc.refill1, t_in_wg, map, p, c, hk, pc.blk1 + 2, sm.stage1, sm.bars1, 4, 8);
+  }
+  named_barrier_sync_id(kBarP0Ready, kThreads);
+  wait_tiles(sm.bars0, 4, 8, pc.par0);                    // V0_R landed (WG0 saw it; observe it here too)
+  pv_issue_ss<kBF16>(o, sm.stage0 + kPTile, sm.stage0, 1);     // O_R += (P0 r1) V0_R
+  wait_pv(o);
+  refill(pc.refill0, t_in_wg, map, p, c, hk, pc.blk0 + 2, sm.stage0, sm.bars0, 4, 9);
 }
 
 template <bool kBF16>
@@ -207,14 +321,20 @@ __device__ void decode_cta(const TmaDesc* kv_map, const DecodeParams& p) {
   extern __shared__ __align__(1024) uint8_t smem_raw[];
   const uint32_t raw = smem_u32(smem_raw), base = (raw + 1023u) & ~1023u;
   uint8_t* smem = smem_raw + (base - raw);
-  float* s_max = reinterpret_cast<float*>(smem + kOffMax);
-  float* s_scale0 = reinterpret_cast<float*>(smem + kOffScale0);
-  float* s_scale1 = reinterpret_cast<float*>(smem + kOffScale1);
-  float* s_rowsum = reinterpret_cast<float*>(smem + kOffRowSum);
-  const uint32_t sQ = base + kOffQ, stage0 = base + kOffStage0, stage1 = base + kOffStage1;
-  const uint32_t bars0 = base + kOffBars, bars1 = bars0 + 8 * kKTiles;
+  Smem sm;
+  sm.q = base + kOffQ;
+  sm.stage0 = base + kOffStage0;
+  sm.stage1 = base + kOffStage1;
+  sm.bars0 = base + kOffBars;
+  sm.bars1 = sm.bars0 + 8 * kKTiles;
+  sm.max0 = reinterpret_cast<float*>(smem + kOffMax0);
+  sm.scale0 = reinterpret_cast<float*>(smem + kOffScale0);
+  sm.max1 = reinterpret_cast<float*>(smem + kOffMax1);
+  sm.scale1 = reinterpret_cast<float*>(smem + kOffScale1);
+  sm.rowsum = reinterpret_cast<float*>(smem + kOffRowSum);
 
-  const int tid = threadIdx.x, wg = tid / 128, t_in_wg = tid & 127, lane = tid & 31;
+  const int tid = threadIdx.x, t_in_wg = tid & 127, lane = tid & 31;
+  const int wg = __shfl_sync(0xffffffffu, tid / 128, 0);  // warp-uniform by construction
   const int row_lo = 16 * (t_in_wg / 32) + lane / 4;
   const int load_row = tid / 4, load_sub = tid % 4;
   const int m_block = blockIdx.x, hk = blockIdx.y;
@@ -225,7 +345,7 @@ __device__ void decode_cta(const TmaDesc* kv_map, const DecodeParams& p) {
 
   if (tid == 0) {
     prefetch_tma_desc(kv_map);
-    for (int i = 0; i < 2 * kKTiles; ++i) mbarrier_init(bars0 + 8 * i, 1);
+    for (int i = 0; i < 2 * kKTiles; ++i) mbarrier_init(sm.bars0 + 8 * i, 1);
     fence_mbarrier_init();
   }
   __syncthreads();
@@ -242,11 +362,11 @@ __device__ void decode_cta(const TmaDesc* kv_map, const DecodeParams& p) {
 
     if (n > 0) {
       // ---- prologue: Q by cp.async (all threads), the first two blocks by TMA
-      load_q_tile_async(p, sQ, req, m_block, hk, load_row, load_sub);
+      load_q_tile_async(p, sm.q, req, m_block, hk, load_row, load_sub);
       cp_async_commit();
       if (tid == 0) {
-        issue_block_tiles(kv_map, p, c, hk, c.first, stage0, bars0, 0, kKTiles);
-        if (n > 1) issue_block_tiles(kv_map, p, c, hk, c.first + 1, stage1, bars1, 0, kKTiles);
+        issue_block_tiles(kv_map, p, c, hk, c.first, sm.stage0, sm.bars0, 0, kKTiles);
+        if (n > 1) issue_block_tiles(kv_map, p, c, hk, c.first + 1, sm.stage1, sm.bars1, 0, kKTiles);
       }
       loads0 += 1;
       loads1 += (n > 1);
@@ -254,78 +374,24 @@ __device__ void decode_cta(const TmaDesc* kv_map, const DecodeParams& p) {
       fence_proxy_async_smem();
       __syncthreads();
 
-      // ---- block pairs
       for (int i = 0; i < n; i += 2) {
-        const bool has1 = i + 1 < n, refill0 = i + 2 < n, refill1 = i + 3 < n;
-        const int blk0 = c.first + i, blk1 = blk0 + 1;
-        const uint32_t par0 = (loads0 - 1) & 1, par1 = (loads1 - 1) & 1;
-        float s[32];
-        if (wg == 0) {
-          qk_block<kBF16>(s, sQ, stage0, bars0, par0);
-          float r0[2];
-          softmax_own_block(s, rs, r0, blk0 * kBlockN + 2 * (lane & 3), scale_log2);
-          publish_block<kBF16>(s, rs, r0, s_max, s_scale0, c, blk0, stage0, row_lo, lane, t_in_wg, kBarP0Ready);
-          scale_o(o, r0);
-          named_barrier_sync_id(kBarWG0, 128);            // every WG0 thread's P0 / zeroed rows are written
-          pv_issue<kBF16>(o, stage0 + kPTile, stage0, 0);
-          if (has1) {
-            named_barrier_sync_id(kBarP1Ready, kThreads);
-            float r1[2];
-            adopt_published(rs, r1, s_max, s_scale1, row_lo);
-            wgmma_wait<0>();
-            fence_accumulators(o);
-            named_barrier_arrive(kBarPV0Done, kThreads);
-            if (refill0 && t_in_wg == 0) issue_block_tiles(kv_map, p, c, hk, blk0 + 2, stage0, bars0, 0, 4);
-            scale_o(o, r1);
-            wait_tiles(bars1, 0, 4, par1);                // V1_L landed (seen by WG1 in its Q·Kᵀ; observe it here too)
-            pv_issue<kBF16>(o, stage1 + kPTile, stage1, 0);
-            wgmma_wait<0>();
-            fence_accumulators(o);
-            named_barrier_sync_id(kBarPV1Done, kThreads);  // WG1 is done with P1 and V1_R
-            if (refill1 && t_in_wg == 0) {
-              issue_block_tiles(kv_map, p, c, hk, blk1 + 2, stage1, bars1, 0, 4);
-              issue_block_tiles(kv_map, p, c, hk, blk1 + 2, stage1, bars1, 8, 9);
-            }
-          } else {
-            wgmma_wait<0>();
-            fence_accumulators(o);
-            named_barrier_arrive(kBarPV0Done, kThreads);
-          }
-        } else {
-          if (has1) qk_block<kBF16>(s, sQ, stage1, bars1, par1);
-          named_barrier_sync_id(kBarP0Ready, kThreads);
-          float r0[2];
-          adopt_published(rs, r0, s_max, s_scale0, row_lo);
-          scale_o(o, r0);
-          wait_tiles(bars0, 4, 8, par0);                  // V0_R landed
-          pv_issue<kBF16>(o, stage0 + kPTile, stage0, 1);
-          if (has1) {
-            float r1[2];
-            softmax_own_block(s, rs, r1, blk1 * kBlockN + 2 * (lane & 3), scale_log2);   // overlaps P0 V0_R
-            publish_block<kBF16>(s, rs, r1, s_max, s_scale1, c, blk1, stage1, row_lo, lane, t_in_wg, kBarP1Ready);
-            wgmma_wait<0>();
-            fence_accumulators(o);
-            if (refill0 && t_in_wg == 0) issue_block_tiles(kv_map, p, c, hk, blk0 + 2, stage0, bars0, 4, 8);
-            named_barrier_sync_id(kBarPV0Done, kThreads);  // WG0 is done with P0: its tile can be refilled
-            if (refill0 && t_in_wg == 0) issue_block_tiles(kv_map, p, c, hk, blk0 + 2, stage0, bars0, 8, 9);
-            scale_o(o, r1);
-            named_barrier_sync_id(kBarWG1, 128);          // every WG1 thread's P1 / zeroed rows are written
-            pv_issue<kBF16>(o, stage1 + kPTile, stage1, 1);
-            wgmma_wait<0>();
-            fence_accumulators(o);
-            named_barrier_arrive(kBarPV1Done, kThreads);
-            if (refill1 && t_in_wg == 0) issue_block_tiles(kv_map, p, c, hk, blk1 + 2, stage1, bars1, 4, 8);
-          } else {
-            wgmma_wait<0>();
-            fence_accumulators(o);
-            named_barrier_sync_id(kBarPV0Done, kThreads);
-          }
-        }
-        loads0 += refill0;
-        loads1 += refill1;
+        PairCtx pc;
+        pc.blk0 = c.first + i;
+        pc.blk1 = pc.blk0 + 1;
+        pc.has1 = i + 1 < n;
+        pc.refill0 = i + 2 < n;
+        pc.refill1 = i + 3 < n;
+        pc.par0 = (loads0 - 1) & 1;
+        pc.par1 = (loads1 - 1) & 1;
+        if (wg == 0)
+          pair_wg0<kBF16>(kv_map, p, c, hk, sm, pc, o, rs, row_lo, lane, t_in_wg, scale_log2);
+        else
+          pair_wg1<kBF16>(kv_map, p, c, hk, sm, pc, o, rs, row_lo, lane, t_in_wg, scale_log2);
+        loads0 += pc.refill0;
+        loads1 += pc.refill1;
       }
     }
-    store_chunk<kBF16>(p, c, o, rs, s_rowsum, wg, lane, row_lo, hk, kBarRowSum);
+    store_chunk<kBF16>(p, c, o, rs, sm.rowsum, wg, lane, row_lo, hk, kBarRowSum);
     __syncthreads();                                      // Q, stages and row sums are reused by the next chunk
   }
 }
