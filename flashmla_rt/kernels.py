@@ -15,8 +15,8 @@ DECODE_THREADS = 256
 # Must equal kSmemBytes in mla_decode_sm90.cu: Q + 2 KV stages (3 x 73,728) + P (8,192) + 2 x 512 B of row
 # statistics + 1,024 B of alignment slack.
 DECODE_SMEM_BYTES = 3 * 73728 + 8192 + 1024 + 1024
-# Must equal seesaw::kSmemBytes: Q + 2 stages (3 x 73,728) + 6 x 256 B of row state + 18 mbarriers + 1,024 slack.
-SEESAW_SMEM_BYTES = 3 * 73728 + 6 * 256 + 18 * 8 + 1024
+# Must equal seesaw::kSmemBytes: Q + 2 stages (3 x 73,728) + 6 x 256 B of row state + 18 mbarriers + 64 B of page ids + 1,024 slack.
+SEESAW_SMEM_BYTES = 3 * 73728 + 6 * 256 + 18 * 8 + 64 + 1024
 COMBINE_THREADS = 256
 COMBINE_ROWS_PER_CTA = 8
 
@@ -28,7 +28,8 @@ DECODE_PARAMS_FIELDS = (
     "q_stride_b", "q_stride_s", "q_stride_h", "k_stride_block", "k_stride_token", "k_stride_head",
     "bt_stride", "bt_width", "num_cache_blocks", "page_shift", "batch", "s_q", "h_q", "h_kv", "ngroups", "rows", "causal",
 )
-DECODE_PARAMS_DTYPE = np.dtype([(f, np.int64) for f in DECODE_PARAMS_FIELDS] + [("scale_log2", np.float64)])
+DECODE_PARAMS_DTYPE = np.dtype([(f, np.int64) for f in DECODE_PARAMS_FIELDS]
+                               + [("scale_log2", np.float32), ("scale_log2_pad", np.float32)])
 
 
 _PARAMS_BYTES = np.dtype((np.void, DECODE_PARAMS_DTYPE.itemsize))
@@ -37,6 +38,7 @@ _PARAMS_BYTES = np.dtype((np.void, DECODE_PARAMS_DTYPE.itemsize))
 def decode_params(**fields) -> np.ndarray:
     """The record as a 1-element array of raw bytes: CuPy passes it to the kernel by value. (A structured
     dtype would make CuPy walk its field descriptions on every launch, ~20 µs.) Every field must be given."""
+    fields.setdefault("scale_log2_pad", 0.0)
     rec = np.array([tuple(fields[name] for name in DECODE_PARAMS_DTYPE.names)], dtype=DECODE_PARAMS_DTYPE)
     return rec.view(_PARAMS_BYTES)
 

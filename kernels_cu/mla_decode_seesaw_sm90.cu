@@ -37,7 +37,8 @@ constexpr int kOffMax1 = kOffScale0 + 4 * kBlockM;        // float [64]: m1 publ
 constexpr int kOffScale1 = kOffMax1 + 4 * kBlockM;        // float [64]: r1 published by WG1
 constexpr int kOffRowSum = kOffScale1 + 4 * kBlockM;      // float [2][64]
 constexpr int kOffBars = kOffRowSum + 8 * kBlockM;        // uint64 [2 stages][9 tiles]
-constexpr int kSmemUsed = kOffBars + 2 * kKTiles * 8;
+constexpr int kOffIds = kOffBars + 2 * kKTiles * 8;     // int [2 WGs][2 stages][4]: prefetched page ids
+constexpr int kSmemUsed = kOffIds + 2 * 2 * 4 * 4;
 constexpr int kSmemBytes = kSmemUsed + 1024;
 static_assert(kSmemBytes <= 232448, "exceeds the 227 KB opt-in shared memory of sm_90");
 constexpr int kPTile = 8 * kTileBytes;                    // offset of the RoPE tile, reused for P
@@ -46,20 +47,34 @@ constexpr int kPTile = 8 * kTileBytes;                    // offset of the RoPE 
 enum : int { kBarScale0 = 1, kBarScale1 = 2, kBarP0Ready = 3, kBarP1Ready = 4, kBarWG0 = 5, kBarWG1 = 6,
              kBarRowSum = 7 };
 
-// TMA loads of tiles [t0, t1) of 64-token block `blk` into a stage; one thread calls it.
-__device__ __forceinline__ void issue_block_tiles(const TmaDesc* map, const DecodeParams& p, const Chunk& c,
+// Page ids of the (up to 4) TMA boxes of 64-token block `blk`, fetched into shared memory `ids` (int[4]) by
+// the calling thread with cp.async, so the block-table latency is off the refill's path; that thread waits with
+// cp_async_wait<0>() before issue_block_tiles reads them. Boxes past the sequence or the table get an
+// out-of-range id, for which TMA zero-fills.
+__device__ __forceinline__ void prefetch_page_ids(const DecodeParams& p, const Chunk& c, int blk, int* ids) {
+  const int page_shift = (int)p.page_shift, box_rows = min(1 << page_shift, kBlockN);
+  const uint32_t dst = smem_u32(ids);
+#pragma unroll
+  for (int bx = 0; bx < 4; ++bx) {
+    const int tok = blk * kBlockN + bx * box_rows, pg = tok >> page_shift;
+    if (bx * box_rows < kBlockN && tok < c.seqlen && pg < p.bt_width)
+      cp_async_4(dst + 4 * bx, p.block_table + c.req * p.bt_stride + pg);
+    else
+      ids[bx] = (int)p.num_cache_blocks;
+  }
+  cp_async_commit();
+}
+
+// TMA loads of tiles [t0, t1) of 64-token block `blk` into a stage, pages from prefetch_page_ids; one thread.
+__device__ __forceinline__ void issue_block_tiles(const TmaDesc* map, const DecodeParams& p, const int* ids,
                                                   int hk, int blk, uint32_t stage, uint32_t bars, int t0, int t1) {
   const int page_shift = (int)p.page_shift, page = 1 << page_shift;
   const int box_rows = min(page, kBlockN), boxes = kBlockN / box_rows;
-  int ids[4];                                             // page ids of the (up to 4) boxes of this block
+  int id[4];
 #pragma unroll
   for (int bx = 0; bx < 4; ++bx) {
-    ids[bx] = (int)p.num_cache_blocks;                    // out of range: TMA zero-fills the box
-    const int tok = blk * kBlockN + bx * box_rows, pg = tok >> page_shift;
-    if (bx < boxes && tok < c.seqlen && pg < p.bt_width) {
-      const int v = __ldg(p.block_table + c.req * p.bt_stride + pg);
-      if (v >= 0 && v < p.num_cache_blocks) ids[bx] = v;
-    }
+    const int v = ids[bx];                                 // never trusted: garbage ids become out of range
+    id[bx] = (v >= 0 && v < p.num_cache_blocks) ? v : (int)p.num_cache_blocks;
   }
   const int tok_in_page = (blk * kBlockN) & (page - 1);   // 0 when page <= 64
   for (int t = t0; t < t1; ++t) {
@@ -67,11 +82,23 @@ __device__ __forceinline__ void issue_block_tiles(const TmaDesc* map, const Deco
 #pragma unroll
     for (int bx = 0; bx < 4; ++bx)
       if (bx < boxes)
-        tma_load_4d(stage + t * kTileBytes + bx * box_rows * 128, map, 64 * t, hk, tok_in_page, ids[bx],
+        tma_load_4d(stage + t * kTileBytes + bx * box_rows * 128, map, 64 * t, hk, tok_in_page, id[bx],
                     bars + 8 * t);
   }
 }
 
+// Timeline probe (build with -DFMLA_TRACE=1 via FLASHMLA_RT_NVRTC_OPTIONS; bench/trace_seesaw.py reads it):
+// clock64 of event `ev` of warpgroup `wg` in pair `pair` of CTA (0, 0, 0), first 64 pairs.
+#ifdef FMLA_TRACE
+extern "C" __device__ unsigned long long fmla_trace[2 * 8 * 64];
+#define FMLA_TRACE_EVENT(wg, ev, pair)                                                                   \
+  do {                                                                                                   \
+    if (blockIdx.x == 0 && blockIdx.y == 0 && blockIdx.z == 0 && (threadIdx.x & 127) == 0 && (pair) < 64) \
+      fmla_trace[((wg) * 8 + (ev)) * 64 + (pair)] = clock64();                                           \
+  } while (0)
+#else
+#define FMLA_TRACE_EVENT(wg, ev, pair) do {} while (0)
+#endif
 
 // Q·Kᵀ tile order: each WG starts with the tiles of its stage that were refilled earliest.
 template <int kWG>
@@ -229,22 +256,37 @@ __device__ __forceinline__ void read_scale(const float* s_max, const float* s_sc
   }
 }
 
-// Issue refills of tiles [t0, t1) of a stage with block `blk` (one thread of the calling WG), if it exists.
+// Issue refills of tiles [t0, t1) of a stage with block `blk` (its page ids prefetched in `ids`), if needed;
+// the WG's first thread issues.
 __device__ __forceinline__ void refill(bool needed, int t_in_wg, const TmaDesc* map, const DecodeParams& p,
-                                       const Chunk& c, int hk, int blk, uint32_t stage, uint32_t bars, int t0,
+                                       const int* ids, int hk, int blk, uint32_t stage, uint32_t bars, int t0,
                                        int t1) {
-  if (needed && t_in_wg == 0) issue_block_tiles(map, p, c, hk, blk, stage, bars, t0, t1);
+  if (needed && t_in_wg == 0) issue_block_tiles(map, p, ids, hk, blk, stage, bars, t0, t1);
+}
+
+// The WG's first thread starts fetching the page ids of the blocks that will refill the two stages.
+__device__ __forceinline__ void prefetch_refill_ids(const DecodeParams& p, const Chunk& c, int t_in_wg, int blk0,
+                                                    bool refill0, bool refill1, int* ids0, int* ids1) {
+  if (t_in_wg != 0) return;
+  if (refill0) prefetch_page_ids(p, c, blk0 + 2, ids0);
+  if (refill1) prefetch_page_ids(p, c, blk0 + 3, ids1);
+}
+
+__device__ __forceinline__ void wait_refill_ids(int t_in_wg) {
+  if (t_in_wg == 0) cp_async_wait<0>();
 }
 
 struct PairCtx {                  // what both WGs know about the current pair of blocks
   int blk0, blk1;
   bool has1, refill0, refill1;
   uint32_t par0, par1;
+  int index;                      // pair count in this CTA (timeline probe only)
 };
 
 struct Smem {                     // shared-memory addresses and the per-row exchange arrays
   uint32_t q, stage0, stage1, bars0, bars1;
   float *max0, *scale0, *max1, *scale1, *rowsum;
+  int* ids;                       // [2 WGs][2 stages][4] page ids of the next refills
 };
 
 // WG0 side of one pair: owns block blk0 (stage 0) and O_L.
@@ -254,33 +296,46 @@ __device__ __forceinline__ void pair_wg0(const TmaDesc* map, const DecodeParams&
                                          int row_lo, int lane, int t_in_wg, float scale_log2) {
   float s[32], r0[2], r1[2];
   uint32_t pa[16];
+  int* ids0 = sm.ids;                                     // this WG's prefetched page ids, per stage
+  int* ids1 = sm.ids + 4;
+  FMLA_TRACE_EVENT(0, 0, pc.index);
+  prefetch_refill_ids(p, c, t_in_wg, pc.blk0, pc.refill0, pc.refill1, ids0, ids1);
   qk_block<kBF16, 0>(s, sm.q, sm.stage0, sm.bars0, pc.par0);
+  FMLA_TRACE_EVENT(0, 1, pc.index);
   softmax_block<kBF16>(s, pa, rs, r0, pc.blk0 * kBlockN + 2 * (lane & 3), scale_log2);
   publish_scale(sm.max0, sm.scale0, rs, r0, row_lo, lane);
   named_barrier_arrive(kBarScale0, kThreads);
+  fence_accumulators(o);                                  // keep the O rescale below the arrive
+  FMLA_TRACE_EVENT(0, 2, pc.index);
   prepare_v(c, pc.blk0, sm.stage0, t_in_wg, kBarWG0);
   scale_o(o, r0[0], r0[1]);
   pv_issue_rs<kBF16>(o, pa, sm.stage0, 0);                 // O_L = O_L r0 + P0 V0_L
   named_barrier_sync_id(kBarScale1, kThreads);            // WG1's m1, r1 (r1 = 1 without a second block)
+  FMLA_TRACE_EVENT(0, 3, pc.index);
   read_scale(sm.max1, sm.scale1, rs, r1, row_lo);
 #pragma unroll
   for (int h = 0; h < 2; ++h) rs[h].sum *= r1[h];
   wait_pv(o);
-  refill(pc.refill0, t_in_wg, map, p, c, hk, pc.blk0 + 2, sm.stage0, sm.bars0, 0, 4);
   // P0 against m1 for WG1's half: rescale the fp32 probabilities and publish them in stage 0's RoPE tile.
 #pragma unroll
   for (int i = 0; i < 16; ++i) pa[i] = pack2<kBF16>(s[2 * i] * r1[i & 1], s[2 * i + 1] * r1[i & 1]);
   store_p(pa, sm.stage0 + kPTile, row_lo, lane);
   fence_proxy_async_smem();
   named_barrier_arrive(kBarP0Ready, kThreads);
+  FMLA_TRACE_EVENT(0, 4, pc.index);
+  wait_refill_ids(t_in_wg);
+  refill(pc.refill0, t_in_wg, map, p, ids0, hk, pc.blk0 + 2, sm.stage0, sm.bars0, 0, 4);   // V0_L is dead
+  fence_accumulators(o);
   scale_o(o, r1[0], r1[1]);
   if (pc.has1) {
     named_barrier_sync_id(kBarP1Ready, kThreads);
     wait_tiles(sm.bars1, 0, 4, pc.par1);                  // V1_L landed (WG1 saw it; observe it here too)
+    FMLA_TRACE_EVENT(0, 5, pc.index);
     pv_issue_ss<kBF16>(o, sm.stage1 + kPTile, sm.stage1, 0);   // O_L += P1 V1_L
     wait_pv(o);
-    refill(pc.refill1, t_in_wg, map, p, c, hk, pc.blk1 + 2, sm.stage1, sm.bars1, 0, 4);
-    refill(pc.refill1, t_in_wg, map, p, c, hk, pc.blk1 + 2, sm.stage1, sm.bars1, 8, 9);
+    FMLA_TRACE_EVENT(0, 6, pc.index);
+    refill(pc.refill1, t_in_wg, map, p, ids1, hk, pc.blk1 + 2, sm.stage1, sm.bars1, 0, 4);
+    refill(pc.refill1, t_in_wg, map, p, ids1, hk, pc.blk1 + 2, sm.stage1, sm.bars1, 8, 9);
   }
 }
 
@@ -291,29 +346,42 @@ __device__ __forceinline__ void pair_wg1(const TmaDesc* map, const DecodeParams&
                                          int row_lo, int lane, int t_in_wg, float scale_log2) {
   float s[32], r0[2], r1[2] = {1.f, 1.f};
   uint32_t pa[16];
+  int* ids0 = sm.ids + 8;                                 // this WG's prefetched page ids, per stage
+  int* ids1 = sm.ids + 12;
+  FMLA_TRACE_EVENT(1, 0, pc.index);
+  prefetch_refill_ids(p, c, t_in_wg, pc.blk0, pc.refill0, pc.refill1, ids0, ids1);
   if (pc.has1) qk_block<kBF16, 1>(s, sm.q, sm.stage1, sm.bars1, pc.par1);
+  FMLA_TRACE_EVENT(1, 1, pc.index);
   named_barrier_sync_id(kBarScale0, kThreads);
+  FMLA_TRACE_EVENT(1, 2, pc.index);
   read_scale(sm.max0, sm.scale0, rs, r0, row_lo);
 #pragma unroll
   for (int h = 0; h < 2; ++h) rs[h].sum *= r0[h];
   if (pc.has1) softmax_block<kBF16>(s, pa, rs, r1, pc.blk1 * kBlockN + 2 * (lane & 3), scale_log2);
   publish_scale(sm.max1, sm.scale1, rs, r1, row_lo, lane);
   named_barrier_arrive(kBarScale1, kThreads);
+  fence_accumulators(o);                                  // keep the O rescale below the arrive
+  FMLA_TRACE_EVENT(1, 3, pc.index);
   scale_o(o, r0[0] * r1[0], r0[1] * r1[1]);
   if (pc.has1) {
     store_p(pa, sm.stage1 + kPTile, row_lo, lane);        // before the wgmma that reads pa from registers
     fence_proxy_async_smem();
     prepare_v(c, pc.blk1, sm.stage1, t_in_wg, kBarWG1);
-    pv_issue_rs<kBF16>(o, pa, sm.stage1, 1);               // O_R = O_R r0 r1 + P1 V1_R
     named_barrier_arrive(kBarP1Ready, kThreads);
+    pv_issue_rs<kBF16>(o, pa, sm.stage1, 1);               // O_R = O_R r0 r1 + P1 V1_R
     wait_pv(o);
-    refill(pc.refill1, t_in_wg, map, p, c, hk, pc.blk1 + 2, sm.stage1, sm.bars1, 4, 8);
+    FMLA_TRACE_EVENT(1, 4, pc.index);
+    wait_refill_ids(t_in_wg);
+    refill(pc.refill1, t_in_wg, map, p, ids1, hk, pc.blk1 + 2, sm.stage1, sm.bars1, 4, 8);
   }
   named_barrier_sync_id(kBarP0Ready, kThreads);
   wait_tiles(sm.bars0, 4, 8, pc.par0);                    // V0_R landed (WG0 saw it; observe it here too)
+  FMLA_TRACE_EVENT(1, 5, pc.index);
   pv_issue_ss<kBF16>(o, sm.stage0 + kPTile, sm.stage0, 1);     // O_R += (P0 r1) V0_R
   wait_pv(o);
-  refill(pc.refill0, t_in_wg, map, p, c, hk, pc.blk0 + 2, sm.stage0, sm.bars0, 4, 9);
+  FMLA_TRACE_EVENT(1, 6, pc.index);
+  wait_refill_ids(t_in_wg);
+  refill(pc.refill0, t_in_wg, map, p, ids0, hk, pc.blk0 + 2, sm.stage0, sm.bars0, 4, 9);
 }
 
 template <bool kBF16>
@@ -332,6 +400,7 @@ __device__ void decode_cta(const TmaDesc* kv_map, const DecodeParams& p) {
   sm.max1 = reinterpret_cast<float*>(smem + kOffMax1);
   sm.scale1 = reinterpret_cast<float*>(smem + kOffScale1);
   sm.rowsum = reinterpret_cast<float*>(smem + kOffRowSum);
+  sm.ids = reinterpret_cast<int*>(smem + kOffIds);
 
   const int tid = threadIdx.x, t_in_wg = tid & 127, lane = tid & 31;
   const int wg = __shfl_sync(0xffffffffu, tid / 128, 0);  // warp-uniform by construction
@@ -350,6 +419,7 @@ __device__ void decode_cta(const TmaDesc* kv_map, const DecodeParams& p) {
   }
   __syncthreads();
   uint32_t loads0 = 0, loads1 = 0;                        // blocks loaded into each stage (CTA lifetime)
+  int pairs = 0;
 
   for (int req = begin_req; req <= end_req; ++req) {
     const Chunk c = chunk_of(p, req, begin_req, begin_blk, end_req, end_blk, begin_split, m_block);
@@ -365,8 +435,11 @@ __device__ void decode_cta(const TmaDesc* kv_map, const DecodeParams& p) {
       load_q_tile_async(p, sm.q, req, m_block, hk, load_row, load_sub);
       cp_async_commit();
       if (tid == 0) {
-        issue_block_tiles(kv_map, p, c, hk, c.first, sm.stage0, sm.bars0, 0, kKTiles);
-        if (n > 1) issue_block_tiles(kv_map, p, c, hk, c.first + 1, sm.stage1, sm.bars1, 0, kKTiles);
+        prefetch_page_ids(p, c, c.first, sm.ids);
+        if (n > 1) prefetch_page_ids(p, c, c.first + 1, sm.ids + 4);
+        cp_async_wait<0>();
+        issue_block_tiles(kv_map, p, sm.ids, hk, c.first, sm.stage0, sm.bars0, 0, kKTiles);
+        if (n > 1) issue_block_tiles(kv_map, p, sm.ids + 4, hk, c.first + 1, sm.stage1, sm.bars1, 0, kKTiles);
       }
       loads0 += 1;
       loads1 += (n > 1);
@@ -383,6 +456,7 @@ __device__ void decode_cta(const TmaDesc* kv_map, const DecodeParams& p) {
         pc.refill1 = i + 3 < n;
         pc.par0 = (loads0 - 1) & 1;
         pc.par1 = (loads1 - 1) & 1;
+        pc.index = pairs++;
         if (wg == 0)
           pair_wg0<kBF16>(kv_map, p, c, hk, sm, pc, o, rs, row_lo, lane, t_in_wg, scale_log2);
         else

@@ -72,7 +72,9 @@ def _full_options(extra: tuple[str, ...]) -> tuple[str, ...]:
     except RuntimeError as e:          # CuPy found no CUDA runtime headers
         raise RuntimeError(f"flashmla_rt: NVRTC cannot find the CUDA headers ({e}); install the "
                            "package with the cu12 or cu13 extra (cuda-toolkit[nvrtc,cudart])") from e
-    return tuple(base) + ARCH_OPTIONS + tuple(extra)
+    # Developer knob (e.g. "-DFMLA_TRACE=1" for the seesaw timeline probe); part of the cache key like any option.
+    debug = tuple(os.environ.get("FLASHMLA_RT_NVRTC_OPTIONS", "").split())
+    return tuple(base) + ARCH_OPTIONS + tuple(extra) + debug
 
 
 def parse_ptxas_log(log: str) -> tuple[KernelReport, ...]:

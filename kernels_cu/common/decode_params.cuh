@@ -1,5 +1,5 @@
 // Arguments of the decode and combine kernels, passed by value (__grid_constant__).
-// Layout contract: every field is 8 bytes, in this order; flashmla_rt/kernels.py builds the same record
+// Layout contract: every field is 8 bytes (the last two floats share one), in this order; flashmla_rt/kernels.py builds the same record
 // with a NumPy structured dtype (DECODE_PARAMS_FIELDS). Strides are in elements.
 #pragma once
 #include "nvrtc_shim.cuh"
@@ -30,7 +30,8 @@ struct DecodeParams {
   int64_t ngroups;               // h_q / h_kv
   int64_t rows;                  // s_q * ngroups packed query rows per KV head
   int64_t causal;                // 0/1 (already 0 when s_q == 1)
-  double scale_log2;             // softmax_scale * log2(e)
+  float scale_log2;              // softmax_scale * log2(e) (float: a constant-bank operand in the hot loop)
+  float scale_log2_pad;
 };
 
 }  // namespace fmla

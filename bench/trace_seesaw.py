@@ -1,0 +1,37 @@
+"""Timeline of the seesaw kernel's pairs in CTA (0, 0, 0), from its FMLA_TRACE probe (clock64 per event).
+Usage (device): python bench/trace_seesaw.py B S_Q H_Q S_K   -> median cycles of each event after pair start."""
+import os
+import sys
+
+os.environ["FLASHMLA_RT_NVRTC_OPTIONS"] = "-DFMLA_TRACE=1"
+os.environ["FLASHMLA_RT_DECODE_KERNEL"] = "seesaw"
+import cupy  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from flashmla_rt import bench, kernels  # noqa: E402
+from flashmla_rt.jit import module  # noqa: E402
+
+EVENTS = {0: ["start", "S0 done", "softmax0 done", "got scale1", "P0' published", "got P1", "PV1_L done"],
+          1: ["start", "S1 done", "got scale0", "softmax1 done", "PV1_R done", "got P0'", "PV0_R done"]}
+
+b, s_q, h_q, s_k = map(int, sys.argv[1:5])
+q, k, bt, sl = bench.make_inputs(b, s_q, h_q, s_k, False, 0)
+call = bench.make_call(bench.load_ours()[0], q, k, bt, sl, s_q, h_q, check_seqlens=False)
+for _ in range(3):
+    call()
+torch.cuda.synchronize()
+mod = module._modules[(kernels.SEESAW_SOURCE, 0)]
+g = mod.get_global_var("fmla_trace")
+addr = g[0] if isinstance(g, tuple) else getattr(g, "ptr", g)
+mem = cupy.cuda.MemoryPointer(cupy.cuda.UnownedMemory(int(addr), 2 * 8 * 64 * 8, mod), 0)
+t = cupy.ndarray((2, 8, 64), cupy.uint64, mem).get().astype(np.int64)
+n = int((t[0, 0] > 0).sum())
+base = t[0, 0, :n]
+print(f"pairs traced: {n}; cycles per pair (median of start-to-start): {np.median(np.diff(base)):.0f}")
+for wg in (0, 1):
+    for ev, name in enumerate(EVENTS[wg]):
+        rel = t[wg, ev, 1:n - 1] - base[1:n - 1]
+        print(f"WG{wg} {name:14s} median {np.median(rel):7.0f}  p10 {np.percentile(rel, 10):7.0f}  "
+              f"p90 {np.percentile(rel, 90):7.0f}")
+print("pair-by-pair WG0 start deltas:", np.diff(base)[:16].tolist())
