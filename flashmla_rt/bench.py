@@ -487,6 +487,17 @@ def _driver_version():
     return None
 
 
+def _git_head():
+    """Commit of the checkout the package runs from (which kernel version a result belongs to), or None."""
+    import subprocess
+    try:
+        root = Path(__file__).resolve().parent.parent
+        return subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, timeout=5).stdout.strip() or None
+    except Exception:  # noqa: BLE001
+        return None
+
+
 def _version_of(module_name):
     try:
         import importlib
@@ -504,11 +515,7 @@ def environment():
            "torch": torch.__version__, "torch_cuda": torch.version.cuda, "cupy": _version_of("cupy"),
            "numpy": _version_of("numpy"), "flashmla_rt": _version_of("flashmla_rt"),
            "python": platform.python_version(), "host": platform.node()}
-    try:
-        from .kernels import decode_variant
-        env["decode_kernel"] = decode_variant()
-    except Exception as exc:  # noqa: BLE001
-        env["decode_kernel"] = f"error: {exc}"
+    env["flashmla_rt_git"] = _git_head()
     try:
         import cupy
         env["cuda_driver_api"] = cupy.cuda.runtime.driverGetVersion()

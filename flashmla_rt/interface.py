@@ -125,15 +125,10 @@ def _launch_decode(cache_seqlens, qt: Tensor, kt: Tensor, bt: Tensor, st: Tensor
         page_shift=page.bit_length() - 1, batch=b, s_q=s_q, h_q=h_q, h_kv=h_kv, ngroups=ngroups, rows=rows,
         causal=int(causal), scale_log2=float(softmax_scale) * LOG2E)
     m_blocks = -(-rows // schedule.BLOCK_M)
-    if kernels.decode_variant() == "seesaw":      # experimental: TMA loads + seesaw schedule
-        kv_map = kernels.kv_tensor_map(kt.ptr, kt.shape, kt.strides)
-        kernels.seesaw_kernel(qt.dtype, device)(
-            (m_blocks, h_kv, parts), (kernels.DECODE_THREADS,), (kv_map, params),
-            shared_mem=kernels.SEESAW_SMEM_BYTES, stream=stream)
-    else:
-        kernels.decode_kernel(qt.dtype, device)(
-            (m_blocks, h_kv, parts), (kernels.DECODE_THREADS,), (params,),
-            shared_mem=kernels.DECODE_SMEM_BYTES, stream=stream)
+    kv_map = kernels.kv_tensor_map(kt.ptr, kt.shape, kt.strides)
+    kernels.decode_kernel(qt.dtype, device)(
+        (m_blocks, h_kv, parts), (kernels.DECODE_THREADS,), (kv_map, params),
+        shared_mem=kernels.DECODE_SMEM_BYTES, stream=stream)
     kernels.combine_kernel(qt.dtype, device)(
         (b, -(-(h_kv * rows) // kernels.COMBINE_ROWS_PER_CTA)), (kernels.COMBINE_THREADS,), (params,), stream=stream)
     return alloc.export(out_obj), alloc.export(lse_obj)

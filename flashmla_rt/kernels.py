@@ -6,17 +6,14 @@ import numpy as np
 from .jit import module
 
 DECODE_SOURCE = "mla_decode_sm90.cu"
-SEESAW_SOURCE = "mla_decode_seesaw_sm90.cu"     # experimental, opt-in (FLASHMLA_RT_DECODE_KERNEL=seesaw)
 COMBINE_SOURCE = "mla_combine.cu"
 METADATA_SOURCE = "mla_metadata.cu"
-ALL_SOURCES = (METADATA_SOURCE, COMBINE_SOURCE, DECODE_SOURCE, SEESAW_SOURCE)
+ALL_SOURCES = (METADATA_SOURCE, COMBINE_SOURCE, DECODE_SOURCE)
 
 DECODE_THREADS = 256
-# Must equal kSmemBytes in mla_decode_sm90.cu: Q + 2 KV stages (3 x 73,728) + P (8,192) + 2 x 512 B of row
-# statistics + 1,024 B of alignment slack.
-DECODE_SMEM_BYTES = 3 * 73728 + 8192 + 1024 + 1024
-# Must equal seesaw::kSmemBytes: Q + 2 stages (3 x 73,728) + 6 x 256 B of row state + 18 mbarriers + 64 B of page ids + 1,024 slack.
-SEESAW_SMEM_BYTES = 3 * 73728 + 6 * 256 + 18 * 8 + 64 + 1024
+# Must equal seesaw::kSmemBytes in mla_decode_sm90.cu: Q + 2 KV stages (3 x 73,728) + 6 x 256 B of row state
+# + 18 mbarriers + 64 B of prefetched page ids + 1,024 B of alignment slack.
+DECODE_SMEM_BYTES = 3 * 73728 + 6 * 256 + 18 * 8 + 64 + 1024
 COMBINE_THREADS = 256
 COMBINE_ROWS_PER_CTA = 8
 
@@ -41,20 +38,6 @@ def decode_params(**fields) -> np.ndarray:
     fields.setdefault("scale_log2_pad", 0.0)
     rec = np.array([tuple(fields[name] for name in DECODE_PARAMS_DTYPE.names)], dtype=DECODE_PARAMS_DTYPE)
     return rec.view(_PARAMS_BYTES)
-
-
-def decode_variant() -> str:
-    """FLASHMLA_RT_DECODE_KERNEL: "cpasync" (default, verified) or "seesaw" (experimental TMA + seesaw)."""
-    import os
-    v = os.environ.get("FLASHMLA_RT_DECODE_KERNEL", "cpasync")
-    if v not in ("cpasync", "seesaw"):
-        raise ValueError(f"FLASHMLA_RT_DECODE_KERNEL: expected 'cpasync' or 'seesaw', got {v!r}")
-    return v
-
-
-def seesaw_kernel(dtype: str, device: int):
-    _join_background()
-    return module.get_function(SEESAW_SOURCE, f"mla_decode_seesaw_{_SUFFIX[dtype]}", device, SEESAW_SMEM_BYTES)
 
 
 def kv_tensor_map(kcache_ptr: int, shape: tuple, strides: tuple):

@@ -1,299 +1,483 @@
-// MLA decode attention for Hopper (sm_90a): paged KV, split-KV, causal, bf16/fp16.
+// MLA decode for sm_90a: TMA loads and a two-warpgroup "seesaw" schedule. One CTA decodes the 64 query rows of
+// one m-block and KV head over the split-KV chunks its schedule row assigns (DecodeParams, mla_metadata.cu);
+// KV comes through a 4-D tensor map over the paged cache (576, h_kv, page, num_blocks).
 //
-// One CTA = 64 packed query rows (row r = s * ngroups + g of one KV head) x the KV-block ranges that the
-// split-KV schedule (mla_metadata.cu) assigned to its part (blockIdx.z). Math per 64-token block:
-//   S = Q K^T (64x64, K-dim 576)  ->  online softmax in the exp2 domain  ->  O += P V (64x512, V = K[:, :512]).
-// Threads: 256 = 2 warpgroups (WG). WG w computes S for tokens [32w, 32w+32) of the block, the two WGs
-// exchange row maxima, each writes its half of P to shared memory, then WG w accumulates O[:, 256w:256w+256]
-// with P (64x64) against its half of V. Both S and P V are wgmma with operands in 128-B-swizzled smem.
-// Loads: cp.async 16-B chunks gathered token by token through the block table (any power-of-two page size),
-// double-buffered (a stage is refilled as soon as its block is consumed, so two blocks are in flight while
-// the CTA waits); rows past a request's length, or with a block id outside the cache, are zero-filled and
-// never read, so NaN tails and garbage block ids cannot leak or fault.
-// Output: a request with one chunk is written to out/lse directly; otherwise each chunk writes a normalised
-// fp32 partial (and its log2 LSE) to the split workspace, merged by mla_combine.cu.
+// Each warpgroup owns whole 64-token blocks: WG0 the even block of a pair (stage 0), WG1 the odd one (stage 1),
+// and computes S = Q·Kᵀ with N = 64. O is split by columns (WG0 O_L = O[:, :256], WG1 O_R = O[:, 256:]). The
+// running max is shared; per pair, with r0 = exp2(m - m0), r1 = exp2(m0 - m1):
+//   WG0: S0; m0, r0, P0 -> [Scale0] ; O_L = O_L r0 + P0 V0_L (P0 from registers)
+//   WG1: S1; [Scale0] m1, r1, P1 -> [Scale1] ; O_R = O_R r0 r1 + P1 V1_R (registers); P1 -> smem [P1 ready]
+//   WG0: [Scale1] P0 r1 -> smem [P0 ready] ; O_L = O_L r1 + P1 V1_L (P1 from smem)
+//   WG1: [P0 ready] O_R += (P0 r1) V0_R (smem)
+// so one warpgroup's softmax runs under the other's MMAs. P of a block is written into that block's RoPE tile
+// (K columns 512..575, dead once its owner's Q·Kᵀ is done).
+// Loads: every 64x64 tile of a stage has its own mbarrier and is refilled (TMA, one thread) as soon as its last
+// reader is done: stage 0 tiles 0-3 by WG0 after its first P·V, stage 1 tiles 4-7 by WG1 after its first P·V,
+// the rest after the second P·Vs. Each WG's Q·Kᵀ waits tile by tile, early-refilled tiles first.
+// Rows of the sequence's last page past its end are loaded by TMA (they may hold NaN) and are zeroed in V before
+// P·V; pages past the end and invalid block ids get an out-of-range coordinate (TMA zero fill).
 #include "common/nvrtc_shim.cuh"
 #include "common/ptx_async.cuh"
+#include "common/ptx_tma.cuh"
 #include "common/ptx_wgmma.cuh"
 #include "common/softmax.cuh"
 #include "common/decode_params.cuh"
+#include "common/decode_tile.cuh"
 
 namespace fmla {
+namespace seesaw {
 
-constexpr int kBlockM = 64;                         // query rows per CTA
-constexpr int kBlockN = 64;                         // KV tokens per block
-constexpr int kThreads = 256;
-constexpr int kTileBytes = 64 * 128;                // 64 rows x 64 16-bit values (128 B): one swizzle tile
-constexpr int kKTiles = kHeadDimK / 64;             // 9 column tiles per 576-wide row
-constexpr int kRowTileBytes = kKTiles * kTileBytes; // 73,728 B: 64 rows x 576
-
-// Shared-memory plan (offsets from a 1024-B aligned base: the 128-B swizzle repeats every 1024 B).
-constexpr int kOffQ = 0;                                  // [9 tiles][64 rows][128 B] Q
-constexpr int kOffKV = kOffQ + kRowTileBytes;             // 2 stages of [9][64][128 B] K (V = tiles 0..7)
-constexpr int kOffP = kOffKV + 2 * kRowTileBytes;         // [64 rows][64 tokens] P, one swizzle tile
-constexpr int kOffRowMax = kOffP + kTileBytes;            // float [2 WG][64 rows]
-constexpr int kOffRowSum = kOffRowMax + 2 * kBlockM * 4;  // float [2 WG][64 rows]
-constexpr int kSmemUsed = kOffRowSum + 2 * kBlockM * 4;
-constexpr int kSmemBytes = kSmemUsed + 1024;              // + slack to align the dynamic base to 1024 B
+// Shared-memory plan (offsets from a 1024-B aligned base).
+constexpr int kOffQ = 0;                                  // [9][64][128 B] Q
+constexpr int kOffStage0 = kRowTileBytes;                 // even block of a pair: [9][64][128 B]
+constexpr int kOffStage1 = 2 * kRowTileBytes;             // odd block
+constexpr int kOffMax0 = 3 * kRowTileBytes;               // float [64]: m0 published by WG0 (log2 units)
+constexpr int kOffScale0 = kOffMax0 + 4 * kBlockM;        // float [64]: r0 published by WG0
+constexpr int kOffMax1 = kOffScale0 + 4 * kBlockM;        // float [64]: m1 published by WG1
+constexpr int kOffScale1 = kOffMax1 + 4 * kBlockM;        // float [64]: r1 published by WG1
+constexpr int kOffRowSum = kOffScale1 + 4 * kBlockM;      // float [2][64]
+constexpr int kOffBars = kOffRowSum + 8 * kBlockM;        // uint64 [2 stages][9 tiles]
+constexpr int kOffIds = kOffBars + 2 * kKTiles * 8;     // int [2 WGs][2 stages][4]: prefetched page ids
+constexpr int kSmemUsed = kOffIds + 2 * 2 * 4 * 4;
+constexpr int kSmemBytes = kSmemUsed + 1024;
 static_assert(kSmemBytes <= 232448, "exceeds the 227 KB opt-in shared memory of sm_90");
+constexpr int kPTile = 8 * kTileBytes;                    // offset of the RoPE tile, reused for P
 
-// Each of the 4 threads of a row copies chunks {sub, sub+4} of each of the 9 column tiles (18 x 16 B), so one
-// instruction of a warp moves 8 rows x 64 contiguous bytes (whole 32-B sectors). The swizzled destination
-// depends only on (row, sub), so per tile it is a constant offset from two bases.
-// src == nullptr zero-fills the row (cp.async with 0 source bytes reads nothing).
-__device__ __forceinline__ void load_row_async(uint32_t buf, int row, int sub, const uint8_t* src,
-                                               const void* any_valid_ptr) {
-  const uint32_t n = src ? 16u : 0u;
-  const uint8_t* s = src ? src + 16 * sub : (const uint8_t*)any_valid_ptr;
-  const int64_t step = src ? 1 : 0;
+// Named barriers (0 is __syncthreads). "arrive" by the producing WG, "sync" by the consuming one.
+enum : int { kBarScale0 = 1, kBarScale1 = 2, kBarP0Ready = 3, kBarP1Ready = 4, kBarWG0 = 5, kBarWG1 = 6,
+             kBarRowSum = 7 };
+
+// Page ids of the (up to 4) TMA boxes of 64-token block `blk`, fetched into shared memory `ids` (int[4]) by
+// the calling thread with cp.async, so the block-table latency is off the refill's path; that thread waits with
+// cp_async_wait<0>() before issue_block_tiles reads them. Boxes past the sequence or the table get an
+// out-of-range id, for which TMA zero-fills.
+__device__ __forceinline__ void prefetch_page_ids(const DecodeParams& p, const Chunk& c, int blk, int* ids) {
+  const int page_shift = (int)p.page_shift, box_rows = min(1 << page_shift, kBlockN);
+  const uint32_t dst = smem_u32(ids);
 #pragma unroll
-  for (int e = 0; e < 2; ++e) {
-    const uint32_t dst = buf + row * 128 + (((sub + 4 * e) ^ (row & 7)) << 4);
+  for (int bx = 0; bx < 4; ++bx) {
+    const int tok = blk * kBlockN + bx * box_rows, pg = tok >> page_shift;
+    if (bx * box_rows < kBlockN && tok < c.seqlen && pg < p.bt_width)
+      cp_async_4(dst + 4 * bx, p.block_table + c.req * p.bt_stride + pg);
+    else
+      ids[bx] = (int)p.num_cache_blocks;
+  }
+  cp_async_commit();
+}
+
+// TMA loads of tiles [t0, t1) of 64-token block `blk` into a stage, pages from prefetch_page_ids; one thread.
+__device__ __forceinline__ void issue_block_tiles(const TmaDesc* map, const DecodeParams& p, const int* ids,
+                                                  int hk, int blk, uint32_t stage, uint32_t bars, int t0, int t1) {
+  const int page_shift = (int)p.page_shift, page = 1 << page_shift;
+  const int box_rows = min(page, kBlockN), boxes = kBlockN / box_rows;
+  int id[4];
 #pragma unroll
-    for (int t = 0; t < kKTiles; ++t) cp_async_16(dst + t * kTileBytes, s + step * (t * 128 + e * 64), n);
+  for (int bx = 0; bx < 4; ++bx) {
+    const int v = ids[bx];                                 // never trusted: garbage ids become out of range
+    id[bx] = (v >= 0 && v < p.num_cache_blocks) ? v : (int)p.num_cache_blocks;
+  }
+  const int tok_in_page = (blk * kBlockN) & (page - 1);   // 0 when page <= 64
+  for (int t = t0; t < t1; ++t) {
+    mbarrier_arrive_expect_tx(bars + 8 * t, kTileBytes);   // boxes sum to one 64x64 tile, zero-filled or not
+#pragma unroll
+    for (int bx = 0; bx < 4; ++bx)
+      if (bx < boxes)
+        tma_load_4d(stage + t * kTileBytes + bx * box_rows * 128, map, 64 * t, hk, tok_in_page, id[bx],
+                    bars + 8 * t);
   }
 }
 
-struct RowState {          // one accumulator row of this thread (rows lo and hi of the wgmma fragment)
-  int packed_row;          // r within [0, rows); >= rows means padding
-  int key_limit;           // keys [0, key_limit) are attendable (causal bottom-right)
-  float max2;              // running max, log2 units (scores * scale * log2e)
-  float sum;               // this thread's partial row sum (its 8 columns); quad/WG-reduced at the end
-};
+// Timeline probe (build with -DFMLA_TRACE=1 via FLASHMLA_RT_NVRTC_OPTIONS; bench/trace_decode.py reads it):
+// clock64 of event `ev` of warpgroup `wg` in pair `pair` of CTA (0, 0, 0), first 64 pairs.
+#ifdef FMLA_TRACE
+extern "C" __device__ unsigned long long fmla_trace[2 * 8 * 64];
+#define FMLA_TRACE_EVENT(wg, ev, pair)                                                                   \
+  do {                                                                                                   \
+    if (blockIdx.x == 0 && blockIdx.y == 0 && blockIdx.z == 0 && (threadIdx.x & 127) == 0 && (pair) < 64) \
+      fmla_trace[((wg) * 8 + (ev)) * 64 + (pair)] = clock64();                                           \
+  } while (0)
+#else
+#define FMLA_TRACE_EVENT(wg, ev, pair) do {} while (0)
+#endif
 
-template <bool kBF16>
-__device__ __forceinline__ uint32_t pack2(float a, float b) {
-  if constexpr (kBF16) {
-    __nv_bfloat162 h = __floats2bfloat162_rn(a, b);
-    return *reinterpret_cast<uint32_t*>(&h);
-  } else {
-    __half2 h = __floats2half2_rn(a, b);
-    return *reinterpret_cast<uint32_t*>(&h);
-  }
+// Q·Kᵀ tile order: each WG starts with the tiles of its stage that were refilled earliest.
+template <int kWG>
+__device__ __forceinline__ constexpr int qk_tile(int idx) {
+  return kWG == 0 ? idx : (idx < 4 ? idx + 4 : (idx < 8 ? idx - 4 : 8));
 }
 
-// Softmax step for one block on this thread's 16 scores (rows lo/hi x 8 columns): mask, exchange row maxima
-// between the two WGs, rescale factors, P = exp2(S*c - max), and write P (16-bit) to its smem tile.
+// S[64x64] = Q K^T of the block in `stage`, each tile's wgmmas issued as soon as that tile has landed.
+template <bool kBF16, int kWG>
+__device__ __forceinline__ void qk_block(float (&s)[32], uint32_t sQ, uint32_t stage, uint32_t bars,
+                                         uint32_t parity) {
+  const uint64_t dq = desc_k_major(sQ), dk = desc_k_major(stage);
+#pragma unroll
+  for (int idx = 0; idx < kKTiles; ++idx) {
+    const int t = qk_tile<kWG>(idx);
+    mbarrier_wait(bars + 8 * t, parity);
+    wgmma_fence();
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+      const uint32_t off = (t * kTileBytes + k * 32) >> 4;
+      wgmma_m64n64k16_ss<kBF16>(s, dq + off, dk + off, (idx | k) != 0);
+    }
+  }
+  wgmma_commit();
+  wgmma_wait<0>();
+  fence_accumulators(s);
+}
+
+// Mask, new running max against rs.max2 (r = rescale of the old max, applied to rs.sum), P = exp2(S c - max)
+// in place (fp32) and packed to 16 bits as the A fragment of the P·V wgmma.
 template <bool kBF16>
-__device__ __forceinline__ void softmax_block(float (&s)[16], RowState (&rs)[2], float (&rescale)[2], int tok0,
-                                              float scale_log2, float* s_rowmax, uint32_t sP, int wg, int lane,
-                                              int row_lo) {
+__device__ __forceinline__ void softmax_block(float (&s)[32], uint32_t (&pa)[16], RowState (&rs)[2], float (&r)[2],
+                                              int tok0, float scale_log2) {
   float mx[2] = {neg_inf(), neg_inf()};
 #pragma unroll
-  for (int j = 0; j < 4; ++j)
+  for (int j = 0; j < 8; ++j)
 #pragma unroll
     for (int v = 0; v < 4; ++v) {
       const int h = v >> 1, tok = tok0 + 8 * j + (v & 1);
       float& x = s[4 * j + v];
-      x = (tok < rs[h].key_limit) ? x : neg_inf();      // select, never arithmetic: NaN-safe
+      x = (tok < rs[h].key_limit) ? x : neg_inf();        // select, never arithmetic: NaN-safe
       mx[h] = fmaxf(mx[h], x);
     }
 #pragma unroll
-  for (int h = 0; h < 2; ++h) mx[h] = quad_max(mx[h]);
-  if ((lane & 3) == 0) {
-    s_rowmax[wg * kBlockM + row_lo] = mx[0];
-    s_rowmax[wg * kBlockM + row_lo + 8] = mx[1];
-  }
-  named_barrier_sync(NamedBarrier::kRowMaxReady, kThreads);
-#pragma unroll
   for (int h = 0; h < 2; ++h) {
-    const float other = s_rowmax[(wg ^ 1) * kBlockM + row_lo + 8 * h];
-    const float new_max = fmaxf(rs[h].max2, fmaxf(mx[h], other) * scale_log2);
-    rescale[h] = exp2_approx(rs[h].max2 - new_max);
+    const float new_max = fmaxf(rs[h].max2, quad_max(mx[h]) * scale_log2);
+    r[h] = exp2_approx(rs[h].max2 - new_max);
     rs[h].max2 = new_max;
-    rs[h].sum *= rescale[h];
+    rs[h].sum *= r[h];
   }
 #pragma unroll
-  for (int j = 0; j < 4; ++j) {
+  for (int i = 0; i < 32; ++i) {
+    const int h = (i >> 1) & 1;
+    s[i] = exp2_approx(fmaf(s[i], scale_log2, -rs[h].max2));
+    rs[h].sum += s[i];
+  }
 #pragma unroll
-    for (int v = 0; v < 4; ++v) {
-      const int h = v >> 1;
-      s[4 * j + v] = exp2_approx(fmaf(s[4 * j + v], scale_log2, -rs[h].max2));
-      rs[h].sum += s[4 * j + v];
-    }
-    // P tile is K-major SW128: token chunk (4*wg + j) of rows lo and lo+8 (same row & 7).
-    const uint32_t off = (((4 * wg + j) ^ (row_lo & 7)) << 4) + 4 * (lane & 3);
-    const uint32_t lo = pack2<kBF16>(s[4 * j + 0], s[4 * j + 1]), hi = pack2<kBF16>(s[4 * j + 2], s[4 * j + 3]);
-    asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(sP + row_lo * 128 + off), "r"(lo) : "memory");
-    asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(sP + (row_lo + 8) * 128 + off), "r"(hi) : "memory");
+  for (int i = 0; i < 16; ++i) pa[i] = pack2<kBF16>(s[2 * i], s[2 * i + 1]);
+}
+
+// P (16-bit pairs in A-fragment order) into a K-major SW128 tile: rows row_lo and row_lo + 8, token chunk j at
+// 16-B slot j ^ (row & 7).
+__device__ __forceinline__ void store_p(const uint32_t (&pa)[16], uint32_t tile, int row_lo, int lane) {
+#pragma unroll
+  for (int j = 0; j < 8; ++j) {
+    const uint32_t off = ((j ^ (row_lo & 7)) << 4) + 4 * (lane & 3);
+    asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(tile + row_lo * 128 + off), "r"(pa[2 * j]) : "memory");
+    asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(tile + (row_lo + 8) * 128 + off), "r"(pa[2 * j + 1]) : "memory");
   }
 }
 
+// Zero V rows [valid, 64) of tiles 0..7 (the sequence ends inside this block; TMA loaded what follows it).
+__device__ __forceinline__ void zero_v_tail(uint32_t stage, int valid, int t_in_wg) {
+  const int per_tile = (kBlockN - valid) * 8;             // 16-B chunks per tile
+  for (int i = t_in_wg; i < 8 * per_tile; i += 128) {
+    const int tile = i / per_tile, rem = i % per_tile;
+    const uint32_t addr = stage + tile * kTileBytes + (valid + rem / 8) * 128 + (rem % 8) * 16;
+    asm volatile("st.shared.v4.b32 [%0], {%1, %1, %1, %1};\n" ::"r"(addr), "r"(0) : "memory");
+  }
+}
+
+__device__ __forceinline__ void wait_tiles(uint32_t bars, int t0, int t1, uint32_t parity) {
+  for (int t = t0; t < t1; ++t) mbarrier_wait(bars + 8 * t, parity);
+}
+
+__device__ __forceinline__ int valid_rows_if_tail(const Chunk& c, int blk) {
+  const int valid = c.seqlen - blk * kBlockN;             // tokens of this block inside the sequence
+  return (valid > 0 && valid < kBlockN) ? valid : 0;
+}
+
+// Before the owner's first P·V of a block: if the sequence ends inside it, zero the V tail of the whole block
+// (the other WG reads its half later, after a barrier the owner arrives on after this).
+__device__ __forceinline__ void prepare_v(const Chunk& c, int blk, uint32_t stage, int t_in_wg, int wg_barrier) {
+  if (const int valid = valid_rows_if_tail(c, blk)) {
+    zero_v_tail(stage, valid, t_in_wg);
+    fence_proxy_async_smem();
+    named_barrier_sync_id(wg_barrier, 128);
+  }
+}
+
+__device__ __forceinline__ void scale_o(float (&o)[128], float r_lo, float r_hi) {
+#pragma unroll
+  for (int j = 0; j < 32; ++j) {
+    o[4 * j + 0] *= r_lo; o[4 * j + 1] *= r_lo;
+    o[4 * j + 2] *= r_hi; o[4 * j + 3] *= r_hi;
+  }
+}
+
+// O_half += P V_half, P from registers; V columns [256 half, 256 half + 256) = tiles 4 half .. 4 half + 3.
 template <bool kBF16>
-__device__ void decode_cta(const DecodeParams& p) {
+__device__ __forceinline__ void pv_issue_rs(float (&o)[128], const uint32_t (&pa)[16], uint32_t stage, int half) {
+  const uint64_t dv = desc_mn_major(stage + half * 4 * kTileBytes, kTileBytes);
+  wgmma_fence();
+#pragma unroll
+  for (int kk = 0; kk < kBlockN / 16; ++kk) {
+    const uint32_t a[4] = {pa[4 * kk], pa[4 * kk + 1], pa[4 * kk + 2], pa[4 * kk + 3]};
+    wgmma_m64n256k16_rs_tb<kBF16>(o, a, dv + ((kk * 2048) >> 4));
+  }
+  wgmma_commit();
+}
+
+// O_half += P V_half, P from the K-major tile `p_tile` in shared memory.
+template <bool kBF16>
+__device__ __forceinline__ void pv_issue_ss(float (&o)[128], uint32_t p_tile, uint32_t stage, int half) {
+  const uint64_t dp = desc_k_major(p_tile), dv = desc_mn_major(stage + half * 4 * kTileBytes, kTileBytes);
+  wgmma_fence();
+#pragma unroll
+  for (int kk = 0; kk < kBlockN / 16; ++kk)
+    wgmma_m64n256k16_ss_tb<kBF16>(o, dp + ((kk * 32) >> 4), dv + ((kk * 2048) >> 4), 1);
+  wgmma_commit();
+}
+
+__device__ __forceinline__ void wait_pv(float (&o)[128]) {
+  wgmma_wait<0>();
+  fence_accumulators(o);
+}
+
+// Per-row values one WG hands to the other: (running max, rescale) of rows row_lo and row_lo + 8.
+__device__ __forceinline__ void publish_scale(float* s_max, float* s_scale, const RowState (&rs)[2],
+                                              const float (&r)[2], int row_lo, int lane) {
+  if ((lane & 3) == 0) {
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      s_max[row_lo + 8 * h] = rs[h].max2;
+      s_scale[row_lo + 8 * h] = r[h];
+    }
+  }
+}
+__device__ __forceinline__ void read_scale(const float* s_max, const float* s_scale, RowState (&rs)[2],
+                                           float (&r)[2], int row_lo) {
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    rs[h].max2 = s_max[row_lo + 8 * h];
+    r[h] = s_scale[row_lo + 8 * h];
+  }
+}
+
+// Issue refills of tiles [t0, t1) of a stage with block `blk` (its page ids prefetched in `ids`), if needed;
+// the WG's first thread issues.
+__device__ __forceinline__ void refill(bool needed, int t_in_wg, const TmaDesc* map, const DecodeParams& p,
+                                       const int* ids, int hk, int blk, uint32_t stage, uint32_t bars, int t0,
+                                       int t1) {
+  if (needed && t_in_wg == 0) issue_block_tiles(map, p, ids, hk, blk, stage, bars, t0, t1);
+}
+
+// The WG's first thread starts fetching the page ids of the blocks that will refill the two stages.
+__device__ __forceinline__ void prefetch_refill_ids(const DecodeParams& p, const Chunk& c, int t_in_wg, int blk0,
+                                                    bool refill0, bool refill1, int* ids0, int* ids1) {
+  if (t_in_wg != 0) return;
+  if (refill0) prefetch_page_ids(p, c, blk0 + 2, ids0);
+  if (refill1) prefetch_page_ids(p, c, blk0 + 3, ids1);
+}
+
+__device__ __forceinline__ void wait_refill_ids(int t_in_wg) {
+  if (t_in_wg == 0) cp_async_wait<0>();
+}
+
+struct PairCtx {                  // what both WGs know about the current pair of blocks
+  int blk0, blk1;
+  bool has1, refill0, refill1;
+  uint32_t par0, par1;
+  int index;                      // pair count in this CTA (timeline probe only)
+};
+
+struct Smem {                     // shared-memory addresses and the per-row exchange arrays
+  uint32_t q, stage0, stage1, bars0, bars1;
+  float *max0, *scale0, *max1, *scale1, *rowsum;
+  int* ids;                       // [2 WGs][2 stages][4] page ids of the next refills
+};
+
+// WG0 side of one pair: owns block blk0 (stage 0) and O_L.
+template <bool kBF16>
+__device__ __forceinline__ void pair_wg0(const TmaDesc* map, const DecodeParams& p, const Chunk& c, int hk,
+                                         const Smem& sm, const PairCtx& pc, float (&o)[128], RowState (&rs)[2],
+                                         int row_lo, int lane, int t_in_wg, float scale_log2) {
+  float s[32], r0[2], r1[2];
+  uint32_t pa[16];
+  int* ids0 = sm.ids;                                     // this WG's prefetched page ids, per stage
+  int* ids1 = sm.ids + 4;
+  FMLA_TRACE_EVENT(0, 0, pc.index);
+  prefetch_refill_ids(p, c, t_in_wg, pc.blk0, pc.refill0, pc.refill1, ids0, ids1);
+  qk_block<kBF16, 0>(s, sm.q, sm.stage0, sm.bars0, pc.par0);
+  FMLA_TRACE_EVENT(0, 1, pc.index);
+  softmax_block<kBF16>(s, pa, rs, r0, pc.blk0 * kBlockN + 2 * (lane & 3), scale_log2);
+  publish_scale(sm.max0, sm.scale0, rs, r0, row_lo, lane);
+  named_barrier_arrive(kBarScale0, kThreads);
+  fence_accumulators(o);                                  // keep the O rescale below the arrive
+  FMLA_TRACE_EVENT(0, 2, pc.index);
+  prepare_v(c, pc.blk0, sm.stage0, t_in_wg, kBarWG0);
+  scale_o(o, r0[0], r0[1]);
+  pv_issue_rs<kBF16>(o, pa, sm.stage0, 0);                 // O_L = O_L r0 + P0 V0_L
+  named_barrier_sync_id(kBarScale1, kThreads);            // WG1's m1, r1 (r1 = 1 without a second block)
+  FMLA_TRACE_EVENT(0, 3, pc.index);
+  read_scale(sm.max1, sm.scale1, rs, r1, row_lo);
+#pragma unroll
+  for (int h = 0; h < 2; ++h) rs[h].sum *= r1[h];
+  wait_pv(o);
+  // P0 against m1 for WG1's half: rescale the fp32 probabilities and publish them in stage 0's RoPE tile.
+#pragma unroll
+  for (int i = 0; i < 16; ++i) pa[i] = pack2<kBF16>(s[2 * i] * r1[i & 1], s[2 * i + 1] * r1[i & 1]);
+  store_p(pa, sm.stage0 + kPTile, row_lo, lane);
+  fence_proxy_async_smem();
+  named_barrier_arrive(kBarP0Ready, kThreads);
+  FMLA_TRACE_EVENT(0, 4, pc.index);
+  wait_refill_ids(t_in_wg);
+  refill(pc.refill0, t_in_wg, map, p, ids0, hk, pc.blk0 + 2, sm.stage0, sm.bars0, 0, 4);   // V0_L is dead
+  fence_accumulators(o);
+  scale_o(o, r1[0], r1[1]);
+  if (pc.has1) {
+    named_barrier_sync_id(kBarP1Ready, kThreads);
+    wait_tiles(sm.bars1, 0, 4, pc.par1);                  // V1_L landed (WG1 saw it; observe it here too)
+    FMLA_TRACE_EVENT(0, 5, pc.index);
+    pv_issue_ss<kBF16>(o, sm.stage1 + kPTile, sm.stage1, 0);   // O_L += P1 V1_L
+    wait_pv(o);
+    FMLA_TRACE_EVENT(0, 6, pc.index);
+    refill(pc.refill1, t_in_wg, map, p, ids1, hk, pc.blk1 + 2, sm.stage1, sm.bars1, 0, 4);
+    refill(pc.refill1, t_in_wg, map, p, ids1, hk, pc.blk1 + 2, sm.stage1, sm.bars1, 8, 9);
+  }
+}
+
+// WG1 side of one pair: owns block blk1 (stage 1, if it exists) and O_R.
+template <bool kBF16>
+__device__ __forceinline__ void pair_wg1(const TmaDesc* map, const DecodeParams& p, const Chunk& c, int hk,
+                                         const Smem& sm, const PairCtx& pc, float (&o)[128], RowState (&rs)[2],
+                                         int row_lo, int lane, int t_in_wg, float scale_log2) {
+  float s[32], r0[2], r1[2] = {1.f, 1.f};
+  uint32_t pa[16];
+  int* ids0 = sm.ids + 8;                                 // this WG's prefetched page ids, per stage
+  int* ids1 = sm.ids + 12;
+  FMLA_TRACE_EVENT(1, 0, pc.index);
+  prefetch_refill_ids(p, c, t_in_wg, pc.blk0, pc.refill0, pc.refill1, ids0, ids1);
+  if (pc.has1) qk_block<kBF16, 1>(s, sm.q, sm.stage1, sm.bars1, pc.par1);
+  FMLA_TRACE_EVENT(1, 1, pc.index);
+  named_barrier_sync_id(kBarScale0, kThreads);
+  FMLA_TRACE_EVENT(1, 2, pc.index);
+  read_scale(sm.max0, sm.scale0, rs, r0, row_lo);
+#pragma unroll
+  for (int h = 0; h < 2; ++h) rs[h].sum *= r0[h];
+  if (pc.has1) softmax_block<kBF16>(s, pa, rs, r1, pc.blk1 * kBlockN + 2 * (lane & 3), scale_log2);
+  publish_scale(sm.max1, sm.scale1, rs, r1, row_lo, lane);
+  named_barrier_arrive(kBarScale1, kThreads);
+  fence_accumulators(o);                                  // keep the O rescale below the arrive
+  FMLA_TRACE_EVENT(1, 3, pc.index);
+  scale_o(o, r0[0] * r1[0], r0[1] * r1[1]);
+  if (pc.has1) {
+    store_p(pa, sm.stage1 + kPTile, row_lo, lane);        // before the wgmma that reads pa from registers
+    fence_proxy_async_smem();
+    prepare_v(c, pc.blk1, sm.stage1, t_in_wg, kBarWG1);
+    named_barrier_arrive(kBarP1Ready, kThreads);
+    pv_issue_rs<kBF16>(o, pa, sm.stage1, 1);               // O_R = O_R r0 r1 + P1 V1_R
+    wait_pv(o);
+    FMLA_TRACE_EVENT(1, 4, pc.index);
+    wait_refill_ids(t_in_wg);
+    refill(pc.refill1, t_in_wg, map, p, ids1, hk, pc.blk1 + 2, sm.stage1, sm.bars1, 4, 8);
+  }
+  named_barrier_sync_id(kBarP0Ready, kThreads);
+  wait_tiles(sm.bars0, 4, 8, pc.par0);                    // V0_R landed (WG0 saw it; observe it here too)
+  FMLA_TRACE_EVENT(1, 5, pc.index);
+  pv_issue_ss<kBF16>(o, sm.stage0 + kPTile, sm.stage0, 1);     // O_R += (P0 r1) V0_R
+  wait_pv(o);
+  FMLA_TRACE_EVENT(1, 6, pc.index);
+  wait_refill_ids(t_in_wg);
+  refill(pc.refill0, t_in_wg, map, p, ids0, hk, pc.blk0 + 2, sm.stage0, sm.bars0, 4, 9);
+}
+
+template <bool kBF16>
+__device__ void decode_cta(const TmaDesc* kv_map, const DecodeParams& p) {
   extern __shared__ __align__(1024) uint8_t smem_raw[];
   const uint32_t raw = smem_u32(smem_raw), base = (raw + 1023u) & ~1023u;
   uint8_t* smem = smem_raw + (base - raw);
-  float* s_rowmax = reinterpret_cast<float*>(smem + kOffRowMax);
-  float* s_rowsum = reinterpret_cast<float*>(smem + kOffRowSum);
-  const uint32_t sQ = base + kOffQ, sKV = base + kOffKV, sP = base + kOffP;
+  Smem sm;
+  sm.q = base + kOffQ;
+  sm.stage0 = base + kOffStage0;
+  sm.stage1 = base + kOffStage1;
+  sm.bars0 = base + kOffBars;
+  sm.bars1 = sm.bars0 + 8 * kKTiles;
+  sm.max0 = reinterpret_cast<float*>(smem + kOffMax0);
+  sm.scale0 = reinterpret_cast<float*>(smem + kOffScale0);
+  sm.max1 = reinterpret_cast<float*>(smem + kOffMax1);
+  sm.scale1 = reinterpret_cast<float*>(smem + kOffScale1);
+  sm.rowsum = reinterpret_cast<float*>(smem + kOffRowSum);
+  sm.ids = reinterpret_cast<int*>(smem + kOffIds);
 
-  const int tid = threadIdx.x, wg = tid / 128, lane = tid & 31, warp_in_wg = (tid & 127) / 32;
-  const int load_row = tid / 4, load_sub = tid % 4;            // loader role: 4 threads per smem row
-  const int row_lo = 16 * warp_in_wg + lane / 4;               // accumulator rows row_lo, row_lo + 8
+  const int tid = threadIdx.x, t_in_wg = tid & 127, lane = tid & 31;
+  const int wg = __shfl_sync(0xffffffffu, tid / 128, 0);  // warp-uniform by construction
+  const int row_lo = 16 * (t_in_wg / 32) + lane / 4;
+  const int load_row = tid / 4, load_sub = tid % 4;
   const int m_block = blockIdx.x, hk = blockIdx.y;
   const int* meta = p.sched_meta + blockIdx.z * 8;
   const int begin_req = __ldg(meta + 0), begin_blk = __ldg(meta + 1), end_req = __ldg(meta + 2),
             end_blk = __ldg(meta + 3), begin_split = __ldg(meta + 4);
-  const int rows = (int)p.rows, ngroups = (int)p.ngroups, s_q = (int)p.s_q;
   const float scale_log2 = (float)p.scale_log2;
-  const uint8_t* kcache = static_cast<const uint8_t*>(p.kcache);
-  const uint8_t* q = static_cast<const uint8_t*>(p.q);
-  const int page_mask = (1 << p.page_shift) - 1;
+
+  if (tid == 0) {
+    prefetch_tma_desc(kv_map);
+    for (int i = 0; i < 2 * kKTiles; ++i) mbarrier_init(sm.bars0 + 8 * i, 1);
+    fence_mbarrier_init();
+  }
+  __syncthreads();
+  uint32_t loads0 = 0, loads1 = 0;                        // blocks loaded into each stage (CTA lifetime)
+  int pairs = 0;
 
   for (int req = begin_req; req <= end_req; ++req) {
-    const int seqlen = __ldg(p.seqlens + req);
-    const int n_blocks_req = (seqlen + kBlockN - 1) / kBlockN;
-    const int first = (req == begin_req) ? begin_blk : 0;
-    int last = (req == end_req) ? end_blk : n_blocks_req;
-    const int split0 = __ldg(p.num_splits + req);
-    const bool is_split = __ldg(p.num_splits + req + 1) - split0 > 1;
-    const int split_idx = split0 + ((req == begin_req) ? begin_split : 0);
-
-    auto key_limit = [&](int r) {          // attendable keys of packed row r (bottom-right causal)
-      if (!p.causal || r >= rows) return seqlen;
-      return seqlen - (s_q - 1 - r / ngroups);
-    };
+    const Chunk c = chunk_of(p, req, begin_req, begin_blk, end_req, end_blk, begin_split, m_block);
+    const int n = c.last - c.first;
     RowState rs[2];
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      rs[h].packed_row = m_block * kBlockM + row_lo + 8 * h;
-      rs[h].key_limit = key_limit(rs[h].packed_row);
-      rs[h].max2 = kMaxInit;
-      rs[h].sum = 0.f;
-    }
-    // Causal: no row of this tile attends past the last valid row's limit; skip those blocks entirely.
-    const int tile_limit = key_limit(min(rows, (m_block + 1) * kBlockM) - 1);
-    last = min(last, (max(tile_limit, 0) + kBlockN - 1) / kBlockN);
-    const int n_blocks = last - first;
-
+    init_rows(rs, p, c, m_block, row_lo);
     float o[128];
 #pragma unroll
     for (int i = 0; i < 128; ++i) o[i] = 0.f;
 
-    if (n_blocks > 0) {
-      // ---- prologue: Q tile and the first KV block
-      {
-        const int r = m_block * kBlockM + load_row;
-        const uint8_t* src = nullptr;
-        if (r < rows) {
-          const int s = r / ngroups, h = hk * ngroups + r % ngroups;
-          src = q + 2 * (req * p.q_stride_b + s * p.q_stride_s + h * p.q_stride_h);
-        }
-        load_row_async(sQ, load_row, load_sub, src, q);
-      }
-      auto load_kv_block = [&](int blk, int stage) {
-        const int tok = blk * kBlockN + load_row;
-        const uint8_t* src = nullptr;
-        if (tok < seqlen && (tok >> p.page_shift) < p.bt_width) {
-          const int id = __ldg(p.block_table + req * p.bt_stride + (tok >> p.page_shift));
-          if (id >= 0 && id < p.num_cache_blocks)
-            src = kcache + 2 * (id * p.k_stride_block + (tok & page_mask) * p.k_stride_token + hk * p.k_stride_head);
-        }
-        load_row_async(sKV + stage * kRowTileBytes, load_row, load_sub, src, kcache);
-      };
-      // Copy groups: G0 = Q + block 0, G1 = block 1, and each iteration i commits G(i+2) = block i+2 into the
-      // stage it just finished with (possibly empty), so both stages stay in flight while we wait.
-      load_kv_block(first, 0);
+    if (n > 0) {
+      // ---- prologue: Q by cp.async (all threads), the first two blocks by TMA
+      load_q_tile_async(p, sm.q, req, m_block, hk, load_row, load_sub);
       cp_async_commit();
-      if (n_blocks > 1) load_kv_block(first + 1, 1);
-      cp_async_commit();
+      if (tid == 0) {
+        prefetch_page_ids(p, c, c.first, sm.ids);
+        if (n > 1) prefetch_page_ids(p, c, c.first + 1, sm.ids + 4);
+        cp_async_wait<0>();
+        issue_block_tiles(kv_map, p, sm.ids, hk, c.first, sm.stage0, sm.bars0, 0, kKTiles);
+        if (n > 1) issue_block_tiles(kv_map, p, sm.ids + 4, hk, c.first + 1, sm.stage1, sm.bars1, 0, kKTiles);
+      }
+      loads0 += 1;
+      loads1 += (n > 1);
+      cp_async_wait<0>();
+      fence_proxy_async_smem();
+      __syncthreads();
 
-      // ---- main loop over this chunk's KV blocks
-      for (int i = 0; i < n_blocks; ++i) {
-        const int blk = first + i, stage = i & 1;
-        cp_async_wait<1>();                 // every group but the newest (block i+1) has landed: block i is in
-        fence_proxy_async_smem();
-        __syncthreads();
-
-        const uint32_t sK = sKV + stage * kRowTileBytes;
-        float s[16];
-        // Descriptors advance by (byte offset >> 4) in their low bits; adding immediates keeps them out of
-        // 72 live registers.
-        const uint64_t desc_q = desc_k_major(sQ), desc_k = desc_k_major(sK + wg * 32 * 128);
-        wgmma_fence();
-#pragma unroll
-        for (int kk = 0; kk < kHeadDimK / 16; ++kk) {
-          const uint32_t off = ((kk / 4) * kTileBytes + (kk % 4) * 32) >> 4;
-          wgmma_m64n32k16_ss<kBF16>(s, desc_q + off, desc_k + off, kk > 0);
-        }
-        wgmma_commit();
-        wgmma_wait<0>();
-        fence_accumulators(s);
-
-        float rescale[2];
-        softmax_block<kBF16>(s, rs, rescale, blk * kBlockN + wg * 32 + 2 * (lane & 3), scale_log2, s_rowmax, sP,
-                             wg, lane, row_lo);
-#pragma unroll
-        for (int j = 0; j < 32; ++j) {
-          o[4 * j + 0] *= rescale[0]; o[4 * j + 1] *= rescale[0];
-          o[4 * j + 2] *= rescale[1]; o[4 * j + 3] *= rescale[1];
-        }
-        fence_proxy_async_smem();
-        named_barrier_sync(NamedBarrier::kProbsReady, kThreads);
-
-        // V half of this WG: columns [256wg, 256wg+256) = K tiles 4wg..4wg+3; k-step = 16 tokens = 2048 B.
-        const uint64_t desc_p = desc_k_major(sP), desc_v = desc_mn_major(sK + wg * 4 * kTileBytes, kTileBytes);
-        wgmma_fence();
-#pragma unroll
-        for (int kk = 0; kk < kBlockN / 16; ++kk)
-          wgmma_m64n256k16_ss_tb<kBF16>(o, desc_p + ((kk * 32) >> 4), desc_v + ((kk * 2048) >> 4), 1);
-        wgmma_commit();
-        wgmma_wait<0>();
-        fence_accumulators(o);
-        __syncthreads();                      // stage and sP are free again
-        if (i + 2 < n_blocks) load_kv_block(blk + 2, stage);
-        cp_async_commit();
+      for (int i = 0; i < n; i += 2) {
+        PairCtx pc;
+        pc.blk0 = c.first + i;
+        pc.blk1 = pc.blk0 + 1;
+        pc.has1 = i + 1 < n;
+        pc.refill0 = i + 2 < n;
+        pc.refill1 = i + 3 < n;
+        pc.par0 = (loads0 - 1) & 1;
+        pc.par1 = (loads1 - 1) & 1;
+        pc.index = pairs++;
+        if (wg == 0)
+          pair_wg0<kBF16>(kv_map, p, c, hk, sm, pc, o, rs, row_lo, lane, t_in_wg, scale_log2);
+        else
+          pair_wg1<kBF16>(kv_map, p, c, hk, sm, pc, o, rs, row_lo, lane, t_in_wg, scale_log2);
+        loads0 += pc.refill0;
+        loads1 += pc.refill1;
       }
     }
-
-    // ---- epilogue: full row sums, normalise, store
-#pragma unroll
-    for (int h = 0; h < 2; ++h) rs[h].sum = quad_sum(rs[h].sum);
-    if ((lane & 3) == 0) {
-      s_rowsum[wg * kBlockM + row_lo] = rs[0].sum;
-      s_rowsum[wg * kBlockM + row_lo + 8] = rs[1].sum;
-    }
-    named_barrier_sync(NamedBarrier::kRowSumReady, kThreads);
-    float inv[2], lse2[2];
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      const float total = rs[h].sum + s_rowsum[(wg ^ 1) * kBlockM + row_lo + 8 * h];
-      inv[h] = (total > 0.f) ? 1.f / total : 0.f;     // empty (or NaN) row -> output 0
-      lse2[h] = row_lse2(rs[h].max2, total);
-    }
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      const int r = rs[h].packed_row;
-      if (r >= rows) continue;
-      const int s = r / ngroups, head = hk * ngroups + r % ngroups;
-      const int col0 = 256 * wg + 2 * (lane & 3);
-      if (!is_split) {
-        uint32_t* dst = reinterpret_cast<uint32_t*>(static_cast<uint8_t*>(p.out) +
-                                                    2 * (((int64_t)req * s_q + s) * p.h_q + head) * kHeadDimV);
-#pragma unroll
-        for (int j = 0; j < 32; ++j)
-          dst[(col0 + 8 * j) / 2] = pack2<kBF16>(o[4 * j + 2 * h] * inv[h], o[4 * j + 2 * h + 1] * inv[h]);
-        if (wg == 0 && (lane & 3) == 0)
-          p.lse[((int64_t)req * p.h_q + head) * s_q + s] = (lse2[h] == neg_inf()) ? pos_inf() : lse2[h] * 0.69314718056f;
-      } else {
-        const int64_t acc_row = ((int64_t)split_idx * p.h_kv + hk) * rows + r;
-        float2* dst = reinterpret_cast<float2*>(p.o_accum + acc_row * kHeadDimV);
-#pragma unroll
-        for (int j = 0; j < 32; ++j)
-          dst[(col0 + 8 * j) / 2] = make_float2(o[4 * j + 2 * h] * inv[h], o[4 * j + 2 * h + 1] * inv[h]);
-        if (wg == 0 && (lane & 3) == 0) p.lse_accum[acc_row] = lse2[h];
-      }
-    }
-    __syncthreads();                          // smem (Q, row sums) is reused by the next request
+    store_chunk<kBF16>(p, c, o, rs, sm.rowsum, wg, lane, row_lo, hk, kBarRowSum);
+    __syncthreads();                                      // Q, stages and row sums are reused by the next chunk
   }
 }
 
+}  // namespace seesaw
 }  // namespace fmla
 
-extern "C" __global__ void __launch_bounds__(fmla::kThreads, 1) mla_decode_bf16(const __grid_constant__ fmla::DecodeParams p) {
-  fmla::decode_cta<true>(p);
+extern "C" __global__ void __launch_bounds__(fmla::kThreads, 1)
+    mla_decode_bf16(const __grid_constant__ fmla::TmaDesc kv_map, const __grid_constant__ fmla::DecodeParams p) {
+  fmla::seesaw::decode_cta<true>(&kv_map, p);
 }
-extern "C" __global__ void __launch_bounds__(fmla::kThreads, 1) mla_decode_fp16(const __grid_constant__ fmla::DecodeParams p) {
-  fmla::decode_cta<false>(p);
+extern "C" __global__ void __launch_bounds__(fmla::kThreads, 1)
+    mla_decode_fp16(const __grid_constant__ fmla::TmaDesc kv_map, const __grid_constant__ fmla::DecodeParams p) {
+  fmla::seesaw::decode_cta<false>(&kv_map, p);
 }

@@ -23,7 +23,6 @@ ENTRY_POINTS = {
     kernels.DECODE_SOURCE: {"mla_decode_bf16", "mla_decode_fp16"},
     kernels.COMBINE_SOURCE: {"mla_combine_bf16", "mla_combine_fp16"},
     kernels.METADATA_SOURCE: {"mla_metadata"},
-    kernels.SEESAW_SOURCE: {"mla_decode_seesaw_bf16", "mla_decode_seesaw_fp16"},
 }
 FAST_SOURCE = kernels.METADATA_SOURCE          # ~0.2 s to compile: used where any source will do
 

@@ -234,18 +234,6 @@ def test_bad_metadata_argument(override, exc, pattern):
     with pytest.raises(exc, match=pattern):
         flashmla_rt.get_mla_metadata(**kwargs)
 
-
-def test_decode_kernel_variant_env(monkeypatch):
-    from flashmla_rt import kernels
-    monkeypatch.delenv("FLASHMLA_RT_DECODE_KERNEL", raising=False)
-    assert kernels.decode_variant() == "cpasync"
-    monkeypatch.setenv("FLASHMLA_RT_DECODE_KERNEL", "seesaw")
-    assert kernels.decode_variant() == "seesaw"
-    monkeypatch.setenv("FLASHMLA_RT_DECODE_KERNEL", "fast")
-    with pytest.raises(ValueError, match="^FLASHMLA_RT_DECODE_KERNEL: "):
-        kernels.decode_variant()
-
-
 def test_too_many_query_rows_per_request():
     # 65,535 combine CTAs x 8 rows is the limit; a broadcast (zero-stride) view keeps the array small.
     args = valid_args()

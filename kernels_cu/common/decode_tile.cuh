@@ -1,4 +1,4 @@
-// Pieces shared by the decode kernels: tile geometry, the cp.async row gather, a CTA's view of one request
+// Decode-kernel pieces kept apart from its schedule: tile geometry, the cp.async Q gather, a CTA's view of one request
 // chunk (split-KV schedule + causal trimming), per-row softmax state and the epilogue that writes out/lse
 // (or the split partials).
 #pragma once

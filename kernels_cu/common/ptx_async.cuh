@@ -24,10 +24,4 @@ __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_gr
 // PTX ISA #parallel-synchronization-and-communication-instructions-membar
 __device__ __forceinline__ void fence_proxy_async_smem() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
 
-// Named barriers: ids used by the decode kernel (0 is __syncthreads).
-enum class NamedBarrier : int { kRowMaxReady = 1, kProbsReady = 2, kRowSumReady = 3 };
-__device__ __forceinline__ void named_barrier_sync(NamedBarrier id, int num_threads) {
-  asm volatile("bar.sync %0, %1;\n" ::"r"((int)id), "r"(num_threads) : "memory");
-}
-
 }  // namespace fmla

@@ -42,22 +42,6 @@ __device__ __forceinline__ void fence_accumulators(float (&d)[N]) {
   for (int i = 0; i < N; ++i) asm volatile("" : "+f"(d[i])::"memory");
 }
 
-#define FMLA_WGMMA_M64N32K16_SS(TYPE)                                                                   \
-  asm volatile(                                                                              \
-      "{\n.reg .pred p;\nsetp.ne.b32 p, %18, 0;\n"                                            \
-      "wgmma.mma_async.sync.aligned.m64n32k16.f32." TYPE "." TYPE " "                             \
-      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}, "  \
-      "%16, %17, p, 1, 1, 0, 0;\n}\n"                                                     \
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), \
-        "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]) \
-      : "l"(desc_a), "l"(desc_b), "r"(accumulate))
-
-// D[64x32] (+)= A[64x16] * B[16x32]; A and B K-major in shared memory. accumulate = 0 overwrites D.
-template <bool kBF16>
-__device__ __forceinline__ void wgmma_m64n32k16_ss(float (&d)[16], uint64_t desc_a, uint64_t desc_b, int accumulate) {
-  if constexpr (kBF16) FMLA_WGMMA_M64N32K16_SS("bf16"); else FMLA_WGMMA_M64N32K16_SS("f16");
-}
-
 #define FMLA_WGMMA_M64N64K16_SS(TYPE)                                                                   \
   asm volatile(                                                                              \
       "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"                                            \

@@ -1,10 +1,9 @@
 """Timeline of the seesaw kernel's pairs in CTA (0, 0, 0), from its FMLA_TRACE probe (clock64 per event).
-Usage (device): python bench/trace_seesaw.py B S_Q H_Q S_K   -> median cycles of each event after pair start."""
+Usage (device): python bench/trace_decode.py B S_Q H_Q S_K   -> median cycles of each event after pair start."""
 import os
 import sys
 
 os.environ["FLASHMLA_RT_NVRTC_OPTIONS"] = "-DFMLA_TRACE=1"
-os.environ["FLASHMLA_RT_DECODE_KERNEL"] = "seesaw"
 import cupy  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -21,7 +20,7 @@ call = bench.make_call(bench.load_ours()[0], q, k, bt, sl, s_q, h_q, check_seqle
 for _ in range(3):
     call()
 torch.cuda.synchronize()
-mod = module._modules[(kernels.SEESAW_SOURCE, 0)]
+mod = module._modules[(kernels.DECODE_SOURCE, 0)]
 g = mod.get_global_var("fmla_trace")
 addr = g[0] if isinstance(g, tuple) else getattr(g, "ptr", g)
 mem = cupy.cuda.MemoryPointer(cupy.cuda.UnownedMemory(int(addr), 2 * 8 * 64 * 8, mod), 0)
