@@ -13,7 +13,7 @@ import os
 
 import numpy as np
 
-from . import _checks, _device, kernels, schedule
+from . import _checks, _device, _fastpath, kernels, schedule
 from ._interop import Allocator, Tensor, current_stream, describe
 
 LOG2E = math.log2(math.e)
@@ -79,6 +79,16 @@ def flash_mla_with_kvcache(q, k_cache, block_table, cache_seqlens, head_dim_v, t
     sync). Default: on, except while the stream is capturing a CUDA graph or when the environment sets
     FLASHMLA_RT_CHECK_SEQLENS=0. Without it the kernel still never reads past block_table's width.
     """
+    sig = None
+    if out is None and lse is None:
+        sig = _fastpath.signature((q, k_cache, block_table, cache_seqlens, tile_scheduler_metadata, num_splits),
+                                  head_dim_v, softmax_scale, causal)
+        plan = _fastpath.lookup(sig)
+        if plan is not None:
+            result = _launch_planned(plan, q, k_cache, block_table, cache_seqlens, tile_scheduler_metadata,
+                                     num_splits, check_seqlens)
+            if result is not None:
+                return result
     qt, kt, bt = describe("q", q), describe("k_cache", k_cache), describe("block_table", block_table)
     st = describe("cache_seqlens", cache_seqlens)
     mt, nt = describe("tile_scheduler_metadata", tile_scheduler_metadata), describe("num_splits", num_splits)
@@ -86,11 +96,23 @@ def flash_mla_with_kvcache(q, k_cache, block_table, cache_seqlens, head_dim_v, t
     device = _checks.check_on_device([qt, kt, bt, st, mt, nt])
     with _on_device(device):
         return _launch_decode(cache_seqlens, qt, kt, bt, st, mt, nt, softmax_scale, causal, out, lse,
-                              check_seqlens, device)
+                              check_seqlens, device, sig)
+
+
+def _launch_planned(plan, q, k_cache, block_table, cache_seqlens, meta, num_splits, check_seqlens):
+    """A call whose signature was validated before: pointers in, results out (None: take the full path)."""
+    import cupy
+    if cupy.cuda.runtime.getDevice() != plan.device:
+        return None
+    stream = current_stream("torch", plan.device)
+    if _should_check_seqlens(check_seqlens, "torch", stream):
+        _checks.check_block_table_covers(describe("block_table", block_table), plan.k_shape[1],
+                                         int(cache_seqlens.max().item()))
+    return plan.launch(q, k_cache, block_table, cache_seqlens, meta, num_splits, stream.ptr)
 
 
 def _launch_decode(cache_seqlens, qt: Tensor, kt: Tensor, bt: Tensor, st: Tensor, mt: Tensor, nt: Tensor,
-                   softmax_scale, causal, out, lse, check_seqlens, device: int):
+                   softmax_scale, causal, out, lse, check_seqlens, device: int, sig=None):
     b, s_q, h_q, d = qt.shape
     n_blocks, page, h_kv, _ = kt.shape
     if softmax_scale is None:
@@ -109,28 +131,38 @@ def _launch_decode(cache_seqlens, qt: Tensor, kt: Tensor, bt: Tensor, st: Tensor
     if _should_check_seqlens(check_seqlens, qt.framework, stream):
         _checks.check_block_table_covers(bt, page, _max_seqlen(cache_seqlens, st))
 
-    alloc = Allocator(qt.framework, device)
-    out_obj, out_t = _output(alloc, out, "out", (b, s_q, h_q, _checks.HEAD_DIM_V), qt.dtype, device)
-    lse_obj, lse_t = _output(alloc, lse, "lse", (b, h_q, s_q), "float32", device)
-    # Split workspace: at most b + parts chunks exist (each part cuts at most one request).
-    o_accum = alloc.empty((b + parts, h_kv, rows, _checks.HEAD_DIM_V), "float32")
-    lse_accum = alloc.empty((b + parts, h_kv, rows), "float32")
-
-    params = kernels.decode_params(
-        q=qt.ptr, kcache=kt.ptr, block_table=bt.ptr, seqlens=st.ptr, sched_meta=mt.ptr, num_splits=nt.ptr,
-        out=out_t.ptr, lse=lse_t.ptr, o_accum=alloc.ptr(o_accum), lse_accum=alloc.ptr(lse_accum),
+    m_blocks = -(-rows // schedule.BLOCK_M)
+    decode_grid = (m_blocks, h_kv, parts)
+    combine_grid = (b, -(-(h_kv * rows) // kernels.COMBINE_ROWS_PER_CTA))
+    record_args = dict(
         q_stride_b=qt.strides[0], q_stride_s=qt.strides[1], q_stride_h=qt.strides[2],
         k_stride_block=kt.strides[0], k_stride_token=kt.strides[1], k_stride_head=kt.strides[2],
         bt_stride=bt.strides[0], bt_width=bt.shape[1], num_cache_blocks=n_blocks,
         page_shift=page.bit_length() - 1, batch=b, s_q=s_q, h_q=h_q, h_kv=h_kv, ngroups=ngroups, rows=rows,
         causal=int(causal), scale_log2=float(softmax_scale) * LOG2E)
-    m_blocks = -(-rows // schedule.BLOCK_M)
+    # Split workspace: at most b + parts chunks exist (each part cuts at most one request).
+    o_accum_shape, lse_accum_shape = (b + parts, h_kv, rows, _checks.HEAD_DIM_V), (b + parts, h_kv, rows)
+    if sig is not None and out is None and lse is None and qt.framework == "torch":
+        plan = _fastpath.LaunchPlan(
+            device=device, out_shape=(b, s_q, h_q, _checks.HEAD_DIM_V), out_dtype=qt.dtype, lse_shape=(b, h_q, s_q),
+            o_accum_elems=math.prod(o_accum_shape), lse_accum_elems=math.prod(lse_accum_shape),
+            record=kernels.decode_params(**dict.fromkeys(_fastpath.POINTER_FIELDS, 0), **record_args),
+            decode_grid=decode_grid, combine_grid=combine_grid, k_shape=kt.shape, k_strides=kt.strides)
+        _fastpath.remember(sig, plan)
+        return plan.launch(qt.obj, kt.obj, bt.obj, st.obj, mt.obj, nt.obj, stream.ptr)
+
+    alloc = Allocator(qt.framework, device)
+    out_obj, out_t = _output(alloc, out, "out", (b, s_q, h_q, _checks.HEAD_DIM_V), qt.dtype, device)
+    lse_obj, lse_t = _output(alloc, lse, "lse", (b, h_q, s_q), "float32", device)
+    o_accum = alloc.empty(o_accum_shape, "float32")
+    lse_accum = alloc.empty(lse_accum_shape, "float32")
+    params = kernels.decode_params(
+        q=qt.ptr, kcache=kt.ptr, block_table=bt.ptr, seqlens=st.ptr, sched_meta=mt.ptr, num_splits=nt.ptr,
+        out=out_t.ptr, lse=lse_t.ptr, o_accum=alloc.ptr(o_accum), lse_accum=alloc.ptr(lse_accum), **record_args)
     kv_map = kernels.kv_tensor_map(kt.ptr, kt.shape, kt.strides)
     kernels.decode_kernel(qt.dtype, device)(
-        (m_blocks, h_kv, parts), (kernels.DECODE_THREADS,), (kv_map, params),
-        shared_mem=kernels.DECODE_SMEM_BYTES, stream=stream)
-    kernels.combine_kernel(qt.dtype, device)(
-        (b, -(-(h_kv * rows) // kernels.COMBINE_ROWS_PER_CTA)), (kernels.COMBINE_THREADS,), (params,), stream=stream)
+        decode_grid, (kernels.DECODE_THREADS,), (kv_map, params), shared_mem=kernels.DECODE_SMEM_BYTES, stream=stream)
+    kernels.combine_kernel(qt.dtype, device)(combine_grid, (kernels.COMBINE_THREADS,), (params,), stream=stream)
     return alloc.export(out_obj), alloc.export(lse_obj)
 
 

@@ -235,3 +235,27 @@ def test_fresh_outputs(torch):
         assert out.device == case.q.device and lse.device == case.q.device
     gc.check_close(out1, lse1, *gc.reference(case), case.dtype, "fresh outputs")
     gc.assert_bitwise_equal(out2, out1, "out of the second call")
+
+
+# ----------------------------------------------------------------------------------- launch plans
+def test_planned_calls_follow_new_data(torch):
+    """Repeat calls with one signature take the cached plan: new q and lengths give new correct results, and
+    a misaligned q view (same signature, pointer off by 2 bytes) still gets the full path's error."""
+    import flashmla_rt
+    from flashmla_rt import _fastpath
+    case = small_case()
+    meta, splits = flashmla_rt.get_mla_metadata(case.cache_seqlens, case.rows, case.h_kv)
+    args = (case.k_cache, case.block_table, case.cache_seqlens, gc.DV, meta, splits)
+    flashmla_rt.flash_mla_with_kvcache(case.q, *args, causal=True)
+    sig = _fastpath.signature((case.q, case.k_cache, case.block_table, case.cache_seqlens, meta, splits),
+                              gc.DV, None, True)
+    assert _fastpath.lookup(sig) is not None
+    for seed in (1, 2):
+        q2 = torch.randn_like(case.q) * 3
+        out, lse = flashmla_rt.flash_mla_with_kvcache(q2, *args, causal=True)
+        gc.check_close(out, lse, *gc.reference(case, q=q2), case.dtype, context=f"seed {seed}")
+    flat = torch.empty(case.q.numel() + 1, dtype=case.q.dtype, device=case.q.device)
+    shifted = flat[1:].view(case.q.shape)
+    shifted.copy_(case.q)
+    with pytest.raises(ValueError, match="^q: "):
+        flashmla_rt.flash_mla_with_kvcache(shifted, *args, causal=True)

@@ -1,0 +1,85 @@
+"""Cached launch plans for torch callers: the per-call host cost of `flash_mla_with_kvcache`.
+
+The first call with a given signature (shapes, strides, dtypes and devices of every argument, head_dim_v,
+softmax_scale, causal) goes through the full path: describe, validate, build the argument record. That
+path leaves a `LaunchPlan` here. Later calls with the same signature only read the new data pointers, check
+the two alignments that depend on them, allocate the results and launch. Anything else (out=/lse= given,
+non-torch tensors, another current device) takes the full path.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import kernels
+from ._interop import RawStream
+
+_MAX_PLANS = 64
+_plans: dict = {}
+
+# Positions of the per-call pointers in the record viewed as int64 (kernels.DECODE_PARAMS_FIELDS order).
+POINTER_FIELDS = ("q", "kcache", "block_table", "seqlens", "sched_meta", "num_splits", "out", "lse", "o_accum",
+               "lse_accum")
+_PTR_INDEX = np.array([kernels.DECODE_PARAMS_FIELDS.index(f) for f in POINTER_FIELDS], dtype=np.intp)
+
+
+def signature(tensors: tuple, head_dim_v, softmax_scale, causal):
+    """Hashable description of a call whose tensors are all torch tensors, else None."""
+    sig = []
+    for t in tensors:
+        if type(t).__module__ != "torch" or not hasattr(t, "data_ptr"):
+            return None
+        sig.append((t.shape, t.stride(), t.dtype, t.device))
+    return tuple(sig), head_dim_v, softmax_scale, causal
+
+
+class LaunchPlan:
+    """Everything about a call that the signature fixes; `launch` fills in the pointers."""
+    __slots__ = ("device", "torch_device", "out_shape", "out_dtype", "lse_shape", "o_accum_elems", "ws_elems",
+                 "record", "decode_fn", "decode_grid", "combine_fn", "combine_grid", "k_shape", "k_strides")
+
+    def __init__(self, *, device, out_shape, out_dtype, lse_shape, o_accum_elems, lse_accum_elems, record,
+                 decode_grid, combine_grid, k_shape, k_strides, dtype):
+        import torch
+        self.device = device
+        self.torch_device = torch.device("cuda", device)
+        self.out_shape, self.out_dtype, self.lse_shape = out_shape, getattr(torch, out_dtype), lse_shape
+        # One fp32 workspace: o_accum, then lse_accum (16-byte aligned start).
+        self.o_accum_elems = o_accum_elems
+        self.ws_elems = o_accum_elems + lse_accum_elems
+        self.record = np.array(record, copy=True)
+        self.decode_fn = kernels.decode_kernel(out_dtype, device)
+        self.combine_fn = kernels.combine_kernel(out_dtype, device)
+        self.decode_grid, self.combine_grid = decode_grid, combine_grid
+        self.k_shape, self.k_strides = k_shape, k_strides
+
+    def launch(self, q, k_cache, block_table, cache_seqlens, meta, num_splits, stream_ptr: int):
+        import torch
+        qp, kp = q.data_ptr(), k_cache.data_ptr()
+        if (qp | kp) & 15:
+            return None                      # let the full path raise its error
+        out = torch.empty(self.out_shape, dtype=self.out_dtype, device=self.torch_device)
+        lse = torch.empty(self.lse_shape, dtype=torch.float32, device=self.torch_device)
+        ws = torch.empty(self.ws_elems, dtype=torch.float32, device=self.torch_device)
+        wp = ws.data_ptr()
+        record = self.record.copy()
+        record.view(np.int64)[_PTR_INDEX] = (qp, kp, block_table.data_ptr(), cache_seqlens.data_ptr(),
+                                             meta.data_ptr(), num_splits.data_ptr(), out.data_ptr(),
+                                             lse.data_ptr(), wp, wp + 4 * self.o_accum_elems)
+        stream = RawStream(stream_ptr)
+        kv_map = kernels.kv_tensor_map(kp, self.k_shape, self.k_strides)
+        self.decode_fn(self.decode_grid, (kernels.DECODE_THREADS,), (kv_map, record),
+                       shared_mem=kernels.DECODE_SMEM_BYTES, stream=stream)
+        self.combine_fn(self.combine_grid, (kernels.COMBINE_THREADS,), (record,), stream=stream)
+        return out, lse          # ws may be freed now: torch reuses it only for work queued after these launches
+
+
+def lookup(sig):
+    return _plans.get(sig) if sig is not None else None
+
+
+def remember(sig, plan: LaunchPlan) -> None:
+    if sig is None:
+        return
+    if len(_plans) >= _MAX_PLANS:
+        _plans.clear()
+    _plans[sig] = plan
