@@ -38,7 +38,7 @@ class LaunchPlan:
                  "record", "decode_fn", "decode_grid", "combine_fn", "combine_grid", "k_shape", "k_strides")
 
     def __init__(self, *, device, out_shape, out_dtype, lse_shape, o_accum_elems, lse_accum_elems, record,
-                 decode_grid, combine_grid, k_shape, k_strides, dtype):
+                 decode_grid, combine_grid, k_shape, k_strides):
         import torch
         self.device = device
         self.torch_device = torch.device("cuda", device)
@@ -53,10 +53,10 @@ class LaunchPlan:
         self.k_shape, self.k_strides = k_shape, k_strides
 
     def launch(self, q, k_cache, block_table, cache_seqlens, meta, num_splits, stream_ptr: int):
-        import torch
         qp, kp = q.data_ptr(), k_cache.data_ptr()
         if (qp | kp) & 15:
             return None                      # let the full path raise its error
+        import torch
         out = torch.empty(self.out_shape, dtype=self.out_dtype, device=self.torch_device)
         lse = torch.empty(self.lse_shape, dtype=torch.float32, device=self.torch_device)
         ws = torch.empty(self.ws_elems, dtype=torch.float32, device=self.torch_device)

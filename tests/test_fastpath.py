@@ -29,3 +29,52 @@ def test_plan_cache_is_bounded():
         _fastpath.remember(("sig", i), object())
     assert len(_fastpath._plans) <= _fastpath._MAX_PLANS
     _fastpath._plans.clear()
+
+
+def test_plan_launch_with_stand_ins(monkeypatch):
+    """Build and launch a plan against stand-ins for torch and the kernels: both launches get the patched record,
+    the workspace split and the caller's stream."""
+    import sys
+    import types
+    fake = types.ModuleType("torch")
+    fake.bfloat16, fake.float32 = "bf16", "f32"
+    fake.device = lambda *a: ("cuda",) + a
+
+    class FakeTensor:
+        __module__ = "torch"
+
+        def __init__(self, n):
+            self.n = n
+
+        def data_ptr(self):
+            return 4096 * (1 + self.n)
+
+    fake.empty = lambda shape, dtype=None, device=None: FakeTensor(7)
+    monkeypatch.setitem(sys.modules, "torch", fake)
+    calls = []
+    monkeypatch.setattr(kernels, "decode_kernel", lambda d, dev: lambda *a, **k: calls.append(("decode", a, k)))
+    monkeypatch.setattr(kernels, "combine_kernel", lambda d, dev: lambda *a, **k: calls.append(("combine", a, k)))
+    monkeypatch.setattr(kernels, "kv_tensor_map", lambda *a: "kv-map")
+    others = {f: 1 for f in kernels.DECODE_PARAMS_FIELDS if f not in _fastpath.POINTER_FIELDS}
+    rec = kernels.decode_params(**dict.fromkeys(_fastpath.POINTER_FIELDS, 0), **others, scale_log2=0.1)
+    plan = _fastpath.LaunchPlan(device=0, out_shape=(1, 1, 16, 512), out_dtype="bfloat16", lse_shape=(1, 16, 1),
+                                o_accum_elems=1024, lse_accum_elems=4, record=rec, decode_grid=(1, 1, 2),
+                                combine_grid=(1, 2), k_shape=(4, 64, 1, 576), k_strides=(36864, 576, 576, 1))
+    assert plan.launch(*(FakeTensor(i) for i in range(1, 7)), 123) is not None
+    assert [c[0] for c in calls] == ["decode", "combine"]
+    (_, dargs, dkw), (_, cargs, ckw) = calls
+    assert dargs[2][0] == "kv-map" and dkw["stream"].ptr == 123 and ckw["stream"].ptr == 123
+    fields = dargs[2][1].view(kernels.DECODE_PARAMS_DTYPE)[0]
+    assert [int(fields[f]) for f in ("q", "kcache", "num_splits", "out")] == [8192, 12288, 28672, 32768]
+    assert int(fields["lse_accum"]) == int(fields["o_accum"]) + 4 * 1024
+    assert cargs[2][0] is dargs[2][1]
+
+
+def test_misaligned_pointer_declines_the_plan(monkeypatch):
+    class Odd:
+        __module__ = "torch"
+
+        def data_ptr(self):
+            return 4098
+    plan = _fastpath.LaunchPlan.__new__(_fastpath.LaunchPlan)
+    assert plan.launch(Odd(), Odd(), None, None, None, None, 0) is None
