@@ -1,9 +1,9 @@
-"""Timeline of the seesaw kernel's pairs in CTA (0, 0, 0), from its FMLA_TRACE probe (clock64 per event).
+"""Timeline of the decode kernel's pairs in CTA (0, 0, 0), from its FMLA_TRACE probe (clock64 per event).
 Usage (device): python bench/trace_decode.py B S_Q H_Q S_K   -> median cycles of each event after pair start."""
 import os
 import sys
 
-os.environ["FLASHMLA_RT_NVRTC_OPTIONS"] = "-DFMLA_TRACE=1"
+os.environ["FLASHMLA_RT_NVRTC_OPTIONS"] = "-DFMLA_TRACE=1 " + os.environ.get("FLASHMLA_RT_NVRTC_OPTIONS", "")
 import cupy  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -11,8 +11,10 @@ import torch  # noqa: E402
 from flashmla_rt import bench, kernels  # noqa: E402
 from flashmla_rt.jit import module  # noqa: E402
 
-EVENTS = {0: ["start", "S0 done", "softmax0 done", "got scale1", "P0' published", "got P1", "PV1_L done"],
-          1: ["start", "S1 done", "got scale0", "softmax1 done", "PV1_R done", "got P0'", "PV0_R done"]}
+EVENTS = {0: ["start", "S0 done", "softmax0 done", "got scale1", "P0' published", "got P1", "PV1_L done",
+              "stage0 refilled"],
+          1: ["start", "S1 done", "got scale0", "softmax1 done", "PV1_R done", "got P0'", "PV0_R done",
+              "stage1 refilled"]}
 
 b, s_q, h_q, s_k = map(int, sys.argv[1:5])
 q, k, bt, sl = bench.make_inputs(b, s_q, h_q, s_k, False, 0)

@@ -89,6 +89,12 @@ __device__ __forceinline__ void issue_block_tiles(const TmaDesc* map, const Deco
 
 // Timeline probe (build with -DFMLA_TRACE=1 via FLASHMLA_RT_NVRTC_OPTIONS; bench/trace_decode.py reads it):
 // clock64 of event `ev` of warpgroup `wg` in pair `pair` of CTA (0, 0, 0), first 64 pairs.
+#ifndef FMLA_REFILL_LATE
+#define FMLA_REFILL_LATE 0      // experiment switch (bench/variants.sh): issue refills after the next wgmma
+#endif
+#ifndef FMLA_SKIP_UNIT_SCALE
+#define FMLA_SKIP_UNIT_SCALE 0  // experiment switch: skip the O rescale when no row's max moved
+#endif
 #ifdef FMLA_TRACE
 extern "C" __device__ unsigned long long fmla_trace[2 * 8 * 64];
 #define FMLA_TRACE_EVENT(wg, ev, pair)                                                                   \
@@ -200,6 +206,10 @@ __device__ __forceinline__ void prepare_v(const Chunk& c, int blk, uint32_t stag
 }
 
 __device__ __forceinline__ void scale_o(float (&o)[128], float r_lo, float r_hi) {
+#if FMLA_SKIP_UNIT_SCALE
+  // Once the running max settles, r == 1 (exp2(0) is exact): skip the 128 multiplies when the whole warp agrees.
+  if (!__any_sync(0xffffffffu, r_lo != 1.f || r_hi != 1.f)) return;
+#endif
 #pragma unroll
   for (int j = 0; j < 32; ++j) {
     o[4 * j + 0] *= r_lo; o[4 * j + 1] *= r_lo;
@@ -323,8 +333,11 @@ __device__ __forceinline__ void pair_wg0(const TmaDesc* map, const DecodeParams&
   fence_proxy_async_smem();
   named_barrier_arrive(kBarP0Ready, kThreads);
   FMLA_TRACE_EVENT(0, 4, pc.index);
+#if !FMLA_REFILL_LATE
   wait_refill_ids(t_in_wg);
   refill(pc.refill0, t_in_wg, map, p, ids0, hk, pc.blk0 + 2, sm.stage0, sm.bars0, 0, 4);   // V0_L is dead
+  FMLA_TRACE_EVENT(0, 7, pc.index);
+#endif
   fence_accumulators(o);
   scale_o(o, r1[0], r1[1]);
   if (pc.has1) {
@@ -332,6 +345,13 @@ __device__ __forceinline__ void pair_wg0(const TmaDesc* map, const DecodeParams&
     wait_tiles(sm.bars1, 0, 4, pc.par1);                  // V1_L landed (WG1 saw it; observe it here too)
     FMLA_TRACE_EVENT(0, 5, pc.index);
     pv_issue_ss<kBF16>(o, sm.stage1 + kPTile, sm.stage1, 0);   // O_L += P1 V1_L
+  }
+#if FMLA_REFILL_LATE
+  wait_refill_ids(t_in_wg);
+  refill(pc.refill0, t_in_wg, map, p, ids0, hk, pc.blk0 + 2, sm.stage0, sm.bars0, 0, 4);   // V0_L is dead
+  FMLA_TRACE_EVENT(0, 7, pc.index);
+#endif
+  if (pc.has1) {
     wait_pv(o);
     FMLA_TRACE_EVENT(0, 6, pc.index);
     refill(pc.refill1, t_in_wg, map, p, ids1, hk, pc.blk1 + 2, sm.stage1, sm.bars1, 0, 4);
@@ -369,15 +389,27 @@ __device__ __forceinline__ void pair_wg1(const TmaDesc* map, const DecodeParams&
     prepare_v(c, pc.blk1, sm.stage1, t_in_wg, kBarWG1);
     named_barrier_arrive(kBarP1Ready, kThreads);
     pv_issue_rs<kBF16>(o, pa, sm.stage1, 1);               // O_R = O_R r0 r1 + P1 V1_R
+#if !FMLA_REFILL_LATE
     wait_pv(o);
     FMLA_TRACE_EVENT(1, 4, pc.index);
     wait_refill_ids(t_in_wg);
     refill(pc.refill1, t_in_wg, map, p, ids1, hk, pc.blk1 + 2, sm.stage1, sm.bars1, 4, 8);
+    FMLA_TRACE_EVENT(1, 7, pc.index);
+#endif
   }
   named_barrier_sync_id(kBarP0Ready, kThreads);
   wait_tiles(sm.bars0, 4, 8, pc.par0);                    // V0_R landed (WG0 saw it; observe it here too)
   FMLA_TRACE_EVENT(1, 5, pc.index);
   pv_issue_ss<kBF16>(o, sm.stage0 + kPTile, sm.stage0, 1);     // O_R += (P0 r1) V0_R
+#if FMLA_REFILL_LATE
+  if (pc.has1) {                                          // P1 V1_R (the older group) done: V1_R is dead
+    wgmma_wait<1>();
+    FMLA_TRACE_EVENT(1, 4, pc.index);
+    wait_refill_ids(t_in_wg);
+    refill(pc.refill1, t_in_wg, map, p, ids1, hk, pc.blk1 + 2, sm.stage1, sm.bars1, 4, 8);
+    FMLA_TRACE_EVENT(1, 7, pc.index);
+  }
+#endif
   wait_pv(o);
   FMLA_TRACE_EVENT(1, 6, pc.index);
   wait_refill_ids(t_in_wg);
