@@ -12,8 +12,8 @@ ALL_SOURCES = (METADATA_SOURCE, COMBINE_SOURCE, DECODE_SOURCE)
 
 DECODE_THREADS = 256
 # Must equal seesaw::kSmemBytes in mla_decode_sm90.cu: Q + 2 KV stages (3 x 73,728) + 6 x 256 B of row state
-# + 18 mbarriers + 64 B of prefetched page ids + 1,024 B of alignment slack.
-DECODE_SMEM_BYTES = 3 * 73728 + 6 * 256 + 18 * 8 + 64 + 1024
+# + 18 mbarriers + 256 B of prefetched page ids + 1,024 B of alignment slack.
+DECODE_SMEM_BYTES = 3 * 73728 + 6 * 256 + 18 * 8 + 256 + 1024
 COMBINE_THREADS = 256
 COMBINE_ROWS_PER_CTA = 8
 

@@ -37,8 +37,8 @@ constexpr int kOffMax1 = kOffScale0 + 4 * kBlockM;        // float [64]: m1 publ
 constexpr int kOffScale1 = kOffMax1 + 4 * kBlockM;        // float [64]: r1 published by WG1
 constexpr int kOffRowSum = kOffScale1 + 4 * kBlockM;      // float [2][64]
 constexpr int kOffBars = kOffRowSum + 8 * kBlockM;        // uint64 [2 stages][9 tiles]
-constexpr int kOffIds = kOffBars + 2 * kKTiles * 8;     // int [2 WGs][2 stages][4]: prefetched page ids
-constexpr int kSmemUsed = kOffIds + 2 * 2 * 4 * 4;
+constexpr int kOffIds = kOffBars + 2 * kKTiles * 8;     // int [2 WGs][4 warps][2 stages][4]: page ids
+constexpr int kSmemUsed = kOffIds + 2 * 4 * 2 * 4 * 4;
 constexpr int kSmemBytes = kSmemUsed + 1024;
 static_assert(kSmemBytes <= 232448, "exceeds the 227 KB opt-in shared memory of sm_90");
 constexpr int kPTile = 8 * kTileBytes;                    // offset of the RoPE tile, reused for P
@@ -65,9 +65,11 @@ __device__ __forceinline__ void prefetch_page_ids(const DecodeParams& p, const C
   cp_async_commit();
 }
 
-// TMA loads of tiles [t0, t1) of 64-token block `blk` into a stage, pages from prefetch_page_ids; one thread.
+// TMA loads of tiles t0, t0 + step, ... < t1 of 64-token block `blk` into a stage, pages from prefetch_page_ids;
+// one thread.
 __device__ __forceinline__ void issue_block_tiles(const TmaDesc* map, const DecodeParams& p, const int* ids,
-                                                  int hk, int blk, uint32_t stage, uint32_t bars, int t0, int t1) {
+                                                  int hk, int blk, uint32_t stage, uint32_t bars, int t0, int t1,
+                                                  int step = 1) {
   const int page_shift = (int)p.page_shift, page = 1 << page_shift;
   const int box_rows = min(page, kBlockN), boxes = kBlockN / box_rows;
   int id[4];
@@ -77,7 +79,7 @@ __device__ __forceinline__ void issue_block_tiles(const TmaDesc* map, const Deco
     id[bx] = (v >= 0 && v < p.num_cache_blocks) ? v : (int)p.num_cache_blocks;
   }
   const int tok_in_page = (blk * kBlockN) & (page - 1);   // 0 when page <= 64
-  for (int t = t0; t < t1; ++t) {
+  for (int t = t0; t < t1; t += step) {
     mbarrier_arrive_expect_tx(bars + 8 * t, kTileBytes);   // boxes sum to one 64x64 tile, zero-filled or not
 #pragma unroll
     for (int bx = 0; bx < 4; ++bx)
@@ -89,12 +91,6 @@ __device__ __forceinline__ void issue_block_tiles(const TmaDesc* map, const Deco
 
 // Timeline probe (build with -DFMLA_TRACE=1 via FLASHMLA_RT_NVRTC_OPTIONS; bench/trace_decode.py reads it):
 // clock64 of event `ev` of warpgroup `wg` in pair `pair` of CTA (0, 0, 0), first 64 pairs.
-#ifndef FMLA_REFILL_LATE
-#define FMLA_REFILL_LATE 0      // experiment switch (bench/variants.sh): issue refills after the next wgmma
-#endif
-#ifndef FMLA_SKIP_UNIT_SCALE
-#define FMLA_SKIP_UNIT_SCALE 0  // experiment switch: skip the O rescale when no row's max moved
-#endif
 #ifdef FMLA_TRACE
 extern "C" __device__ unsigned long long fmla_trace[2 * 8 * 64];
 #define FMLA_TRACE_EVENT(wg, ev, pair)                                                                   \
@@ -206,10 +202,8 @@ __device__ __forceinline__ void prepare_v(const Chunk& c, int blk, uint32_t stag
 }
 
 __device__ __forceinline__ void scale_o(float (&o)[128], float r_lo, float r_hi) {
-#if FMLA_SKIP_UNIT_SCALE
   // Once the running max settles, r == 1 (exp2(0) is exact): skip the 128 multiplies when the whole warp agrees.
   if (!__any_sync(0xffffffffu, r_lo != 1.f || r_hi != 1.f)) return;
-#endif
 #pragma unroll
   for (int j = 0; j < 32; ++j) {
     o[4 * j + 0] *= r_lo; o[4 * j + 1] *= r_lo;
@@ -266,24 +260,25 @@ __device__ __forceinline__ void read_scale(const float* s_max, const float* s_sc
   }
 }
 
-// Issue refills of tiles [t0, t1) of a stage with block `blk` (its page ids prefetched in `ids`), if needed;
-// the WG's first thread issues.
+// Issue refills of tiles [t0, t1) of a stage with block `blk` (page ids prefetched in `ids`), if needed. Lane 0
+// of warp w of the WG issues tiles t0 + w, t0 + w + 4, ...: one TMA issue costs its warp ~200 cycles (bench/NOTES.md),
+// so the four warps share them.
 __device__ __forceinline__ void refill(bool needed, int t_in_wg, const TmaDesc* map, const DecodeParams& p,
                                        const int* ids, int hk, int blk, uint32_t stage, uint32_t bars, int t0,
                                        int t1) {
-  if (needed && t_in_wg == 0) issue_block_tiles(map, p, ids, hk, blk, stage, bars, t0, t1);
+  if (needed && (t_in_wg & 31) == 0) issue_block_tiles(map, p, ids, hk, blk, stage, bars, t0 + t_in_wg / 32, t1, 4);
 }
 
-// The WG's first thread starts fetching the page ids of the blocks that will refill the two stages.
+// Lane 0 of each warp of the WG starts fetching the page ids of the blocks that will refill the two stages.
 __device__ __forceinline__ void prefetch_refill_ids(const DecodeParams& p, const Chunk& c, int t_in_wg, int blk0,
                                                     bool refill0, bool refill1, int* ids0, int* ids1) {
-  if (t_in_wg != 0) return;
+  if ((t_in_wg & 31) != 0) return;
   if (refill0) prefetch_page_ids(p, c, blk0 + 2, ids0);
   if (refill1) prefetch_page_ids(p, c, blk0 + 3, ids1);
 }
 
 __device__ __forceinline__ void wait_refill_ids(int t_in_wg) {
-  if (t_in_wg == 0) cp_async_wait<0>();
+  if ((t_in_wg & 31) == 0) cp_async_wait<0>();
 }
 
 struct PairCtx {                  // what both WGs know about the current pair of blocks
@@ -296,7 +291,7 @@ struct PairCtx {                  // what both WGs know about the current pair o
 struct Smem {                     // shared-memory addresses and the per-row exchange arrays
   uint32_t q, stage0, stage1, bars0, bars1;
   float *max0, *scale0, *max1, *scale1, *rowsum;
-  int* ids;                       // [2 WGs][2 stages][4] page ids of the next refills
+  int* ids;                       // [2 WGs][4 warps][2 stages][4] page ids of the next refills
 };
 
 // WG0 side of one pair: owns block blk0 (stage 0) and O_L.
@@ -306,8 +301,8 @@ __device__ __forceinline__ void pair_wg0(const TmaDesc* map, const DecodeParams&
                                          int row_lo, int lane, int t_in_wg, float scale_log2) {
   float s[32], r0[2], r1[2];
   uint32_t pa[16];
-  int* ids0 = sm.ids;                                     // this WG's prefetched page ids, per stage
-  int* ids1 = sm.ids + 4;
+  int* ids0 = sm.ids + 8 * (t_in_wg / 32);                // this warp's prefetched page ids, per stage
+  int* ids1 = ids0 + 4;
   FMLA_TRACE_EVENT(0, 0, pc.index);
   prefetch_refill_ids(p, c, t_in_wg, pc.blk0, pc.refill0, pc.refill1, ids0, ids1);
   qk_block<kBF16, 0>(s, sm.q, sm.stage0, sm.bars0, pc.par0);
@@ -333,11 +328,9 @@ __device__ __forceinline__ void pair_wg0(const TmaDesc* map, const DecodeParams&
   fence_proxy_async_smem();
   named_barrier_arrive(kBarP0Ready, kThreads);
   FMLA_TRACE_EVENT(0, 4, pc.index);
-#if !FMLA_REFILL_LATE
   wait_refill_ids(t_in_wg);
   refill(pc.refill0, t_in_wg, map, p, ids0, hk, pc.blk0 + 2, sm.stage0, sm.bars0, 0, 4);   // V0_L is dead
   FMLA_TRACE_EVENT(0, 7, pc.index);
-#endif
   fence_accumulators(o);
   scale_o(o, r1[0], r1[1]);
   if (pc.has1) {
@@ -345,13 +338,6 @@ __device__ __forceinline__ void pair_wg0(const TmaDesc* map, const DecodeParams&
     wait_tiles(sm.bars1, 0, 4, pc.par1);                  // V1_L landed (WG1 saw it; observe it here too)
     FMLA_TRACE_EVENT(0, 5, pc.index);
     pv_issue_ss<kBF16>(o, sm.stage1 + kPTile, sm.stage1, 0);   // O_L += P1 V1_L
-  }
-#if FMLA_REFILL_LATE
-  wait_refill_ids(t_in_wg);
-  refill(pc.refill0, t_in_wg, map, p, ids0, hk, pc.blk0 + 2, sm.stage0, sm.bars0, 0, 4);   // V0_L is dead
-  FMLA_TRACE_EVENT(0, 7, pc.index);
-#endif
-  if (pc.has1) {
     wait_pv(o);
     FMLA_TRACE_EVENT(0, 6, pc.index);
     refill(pc.refill1, t_in_wg, map, p, ids1, hk, pc.blk1 + 2, sm.stage1, sm.bars1, 0, 4);
@@ -366,8 +352,8 @@ __device__ __forceinline__ void pair_wg1(const TmaDesc* map, const DecodeParams&
                                          int row_lo, int lane, int t_in_wg, float scale_log2) {
   float s[32], r0[2], r1[2] = {1.f, 1.f};
   uint32_t pa[16];
-  int* ids0 = sm.ids + 8;                                 // this WG's prefetched page ids, per stage
-  int* ids1 = sm.ids + 12;
+  int* ids0 = sm.ids + 32 + 8 * (t_in_wg / 32);           // this warp's prefetched page ids, per stage
+  int* ids1 = ids0 + 4;
   FMLA_TRACE_EVENT(1, 0, pc.index);
   prefetch_refill_ids(p, c, t_in_wg, pc.blk0, pc.refill0, pc.refill1, ids0, ids1);
   if (pc.has1) qk_block<kBF16, 1>(s, sm.q, sm.stage1, sm.bars1, pc.par1);
@@ -389,27 +375,16 @@ __device__ __forceinline__ void pair_wg1(const TmaDesc* map, const DecodeParams&
     prepare_v(c, pc.blk1, sm.stage1, t_in_wg, kBarWG1);
     named_barrier_arrive(kBarP1Ready, kThreads);
     pv_issue_rs<kBF16>(o, pa, sm.stage1, 1);               // O_R = O_R r0 r1 + P1 V1_R
-#if !FMLA_REFILL_LATE
     wait_pv(o);
     FMLA_TRACE_EVENT(1, 4, pc.index);
     wait_refill_ids(t_in_wg);
     refill(pc.refill1, t_in_wg, map, p, ids1, hk, pc.blk1 + 2, sm.stage1, sm.bars1, 4, 8);
     FMLA_TRACE_EVENT(1, 7, pc.index);
-#endif
   }
   named_barrier_sync_id(kBarP0Ready, kThreads);
   wait_tiles(sm.bars0, 4, 8, pc.par0);                    // V0_R landed (WG0 saw it; observe it here too)
   FMLA_TRACE_EVENT(1, 5, pc.index);
   pv_issue_ss<kBF16>(o, sm.stage0 + kPTile, sm.stage0, 1);     // O_R += (P0 r1) V0_R
-#if FMLA_REFILL_LATE
-  if (pc.has1) {                                          // P1 V1_R (the older group) done: V1_R is dead
-    wgmma_wait<1>();
-    FMLA_TRACE_EVENT(1, 4, pc.index);
-    wait_refill_ids(t_in_wg);
-    refill(pc.refill1, t_in_wg, map, p, ids1, hk, pc.blk1 + 2, sm.stage1, sm.bars1, 4, 8);
-    FMLA_TRACE_EVENT(1, 7, pc.index);
-  }
-#endif
   wait_pv(o);
   FMLA_TRACE_EVENT(1, 6, pc.index);
   wait_refill_ids(t_in_wg);
