@@ -9,7 +9,8 @@ def _compile(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="python -m flashmla_rt compile",
                                  description="Compile every kernel for sm_90a with NVRTC (no GPU needed) and "
                                              "print registers, shared memory, spills and local memory.")
-    ap.add_argument("--check", action="store_true", help="exit 1 on any spill or local-memory use")
+    ap.add_argument("--check", action="store_true",
+                    help="exit 1 on any spill, local-memory use or serialised wgmma pipeline")
     ap.add_argument("--no-cache", action="store_true", help="recompile even when a cached cubin exists")
     args = ap.parse_args(argv)
     from .jit import compiler
@@ -24,14 +25,16 @@ def _compile(argv: list[str]) -> int:
             print(f"{src}: NVRTC printed no ptxas report (repeat compile in one process?); cannot check it")
             bad += 1
         for r in sorted(mod.reports, key=lambda r: r.name):
-            flag = "  <-- local memory" if r.uses_local_memory else ""
-            bad += r.uses_local_memory
+            flag = ("  <-- local memory" if r.uses_local_memory else "") + \
+                   ("  <-- wgmma serialised" if r.wgmma_serialized else "")
+            bad += r.uses_local_memory or r.wgmma_serialized
             print(f"{r.name:<26}{src:<28}{r.registers:>6}{r.smem_bytes:>9}{r.stack_bytes:>9}{r.spill_stores:>10}"
                   f"{r.spill_loads:>10}{flag}")
     if args.check and bad:
-        print(f"FAIL: {bad} kernel(s) spill or use local memory", file=sys.stderr)
+        print(f"FAIL: {bad} kernel(s) spill, use local memory or serialise wgmma", file=sys.stderr)
         return 1
-    print("OK: no spills, no local memory" if not bad else f"{bad} kernel(s) use local memory")
+    print("OK: no spills, no local memory, no wgmma serialisation" if not bad
+          else f"{bad} kernel(s) use local memory or serialise wgmma")
     return 0
 
 

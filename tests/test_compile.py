@@ -103,6 +103,7 @@ def test_no_spills_no_local_memory(compiled, src):
         assert r.spill_stores == 0 and r.spill_loads == 0, f"{r.name} spills: {r}"
         assert r.stack_bytes == 0, f"{r.name} uses a stack frame (local memory): {r}"
         assert not r.uses_local_memory
+        assert not r.wgmma_serialized, f"{r.name}: ptxas serialised its wgmma pipeline"
         assert 0 < r.registers <= 255, r
 
 
@@ -131,6 +132,16 @@ def test_parse_ptxas_log():
     assert k1.uses_local_memory
     assert (k2.name, k2.registers, k2.smem_bytes, k2.stack_bytes) == ("k2", 12, 0, 0)
     assert not k2.uses_local_memory
+    assert not k1.wgmma_serialized and not k2.wgmma_serialized
+
+
+def test_parse_ptxas_log_flags_wgmma_serialisation():
+    warning = ("ptxas warning : (C7519) Potential Performance Loss: wgmma.mma_async instructions are serialized "
+               "due to the presence of Warpgroup.Arrive instructions in a divergent path in the function 'k2'.")
+    log = ("ptxas info    : Compiling entry function 'k1' for 'sm_90a'\n"
+           "ptxas info    : Compiling entry function 'k2' for 'sm_90a'\n" + warning + "\n")
+    k1, k2 = compiler.parse_ptxas_log(log)
+    assert not k1.wgmma_serialized and k2.wgmma_serialized
 
 
 def test_compile_error_carries_the_log(kdir, cache):
@@ -288,7 +299,7 @@ def test_cli_compile_check(tmp_path):
     r = subprocess.run([sys.executable, "-m", "flashmla_rt", "compile", "--check"], env=_env(cache), cwd=tmp_path,
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "OK: no spills, no local memory" in r.stdout
+    assert "OK: no spills, no local memory, no wgmma serialisation" in r.stdout
     for names in ENTRY_POINTS.values():
         for name in names:
             assert name in r.stdout

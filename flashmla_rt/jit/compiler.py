@@ -36,6 +36,7 @@ class KernelReport:
     stack_bytes: int
     spill_stores: int
     spill_loads: int
+    wgmma_serialized: bool = False   # ptxas warned that it serialised the wgmma pipeline (a large slowdown)
 
     @property
     def uses_local_memory(self) -> bool:
@@ -89,8 +90,18 @@ def parse_ptxas_log(log: str) -> tuple[KernelReport, ...]:
                                     smem_bytes=num(r"(\d+) bytes smem"),
                                     stack_bytes=num(r"(\d+) bytes stack frame"),
                                     spill_stores=num(r"(\d+) bytes spill stores"),
-                                    spill_loads=num(r"(\d+) bytes spill loads")))
+                                    spill_loads=num(r"(\d+) bytes spill loads"),
+                                    wgmma_serialized=_wgmma_serialized(log, name)))
     return tuple(reports)
+
+
+def _wgmma_serialized(log: str, name: str) -> bool:
+    """ptxas "wgmma.mma_async instructions are serialized ..." warnings name the function; one that names
+    none is counted against every function."""
+    for line in log.splitlines():
+        if "wgmma" in line and "serializ" in line and ("'" not in line or f"'{name}'" in line):
+            return True
+    return False
 
 
 def compile_source(name: str, extra_options: tuple[str, ...] = (), *, use_cache: bool = True,
