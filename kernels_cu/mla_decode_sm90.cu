@@ -11,9 +11,11 @@
 //   WG1: [P0 ready] O_R += (P0 r1) V0_R (smem)
 // so one warpgroup's softmax runs under the other's MMAs. P of a block is written into that block's RoPE tile
 // (K columns 512..575, dead once its owner's Q·Kᵀ is done).
-// Loads: every 64x64 tile of a stage has its own mbarrier and is refilled (TMA, one thread) as soon as its last
-// reader is done: stage 0 tiles 0-3 by WG0 after its first P·V, stage 1 tiles 4-7 by WG1 after its first P·V,
-// the rest after the second P·Vs. Each WG's Q·Kᵀ waits tile by tile, early-refilled tiles first.
+// Loads: every 64x64 tile of a stage has its own mbarrier and is refilled by TMA as soon as its last reader is
+// done: stage 0 tiles 0-3 by WG0 after its first P·V, stage 1 tiles 4-7 by WG1 after its first P·V, the rest
+// after the second P·Vs. A refill's tiles are issued by lane 0 of each of the WG's four warps in turn (one TMA
+// issue costs its warp ~200 cycles), with page ids prefetched by cp.async at the start of the pair. Each WG's
+// Q·Kᵀ waits tile by tile, early-refilled tiles first. Once no row's max moves, the O rescale is skipped.
 // Rows of the sequence's last page past its end are loaded by TMA (they may hold NaN) and are zeroed in V before
 // P·V; pages past the end and invalid block ids get an out-of-range coordinate (TMA zero fill).
 #include "common/nvrtc_shim.cuh"
@@ -37,7 +39,7 @@ constexpr int kOffMax1 = kOffScale0 + 4 * kBlockM;        // float [64]: m1 publ
 constexpr int kOffScale1 = kOffMax1 + 4 * kBlockM;        // float [64]: r1 published by WG1
 constexpr int kOffRowSum = kOffScale1 + 4 * kBlockM;      // float [2][64]
 constexpr int kOffBars = kOffRowSum + 8 * kBlockM;        // uint64 [2 stages][9 tiles]
-constexpr int kOffIds = kOffBars + 2 * kKTiles * 8;     // int [2 WGs][4 warps][2 stages][4]: page ids
+constexpr int kOffIds = kOffBars + 2 * kKTiles * 8;       // int [2 WGs][4 warps][2 stages][4]: page ids
 constexpr int kSmemUsed = kOffIds + 2 * 4 * 2 * 4 * 4;
 constexpr int kSmemBytes = kSmemUsed + 1024;
 static_assert(kSmemBytes <= 232448, "exceeds the 227 KB opt-in shared memory of sm_90");
