@@ -8,6 +8,13 @@
 
 namespace fmla {
 
+// kernels.COMBINE_THREADS and COMBINE_ROWS_PER_CTA (one warp per row). An enum, so nothing lands in the module.
+enum : int { kCombineThreads = 256, kCombineRowsPerCta = kCombineThreads / 32 };
+#ifdef FMLA_EXPECT_COMBINE_THREADS
+static_assert(kCombineThreads == FMLA_EXPECT_COMBINE_THREADS, "kernels.COMBINE_THREADS differs");
+static_assert(kCombineRowsPerCta == FMLA_EXPECT_COMBINE_ROWS, "kernels.COMBINE_ROWS_PER_CTA differs");
+#endif
+
 template <bool kBF16>
 __device__ __forceinline__ void store4(void* dst, float4 v) {
   if constexpr (kBF16) {
@@ -24,7 +31,7 @@ __device__ __forceinline__ void store4(void* dst, float4 v) {
 template <bool kBF16>
 __device__ void combine_row(const DecodeParams& p) {
   const int req = blockIdx.x;
-  const int flat = blockIdx.y * 8 + threadIdx.x / 32;          // hk * rows + r
+  const int flat = blockIdx.y * kCombineRowsPerCta + threadIdx.x / 32;   // hk * rows + r
   const int lane = threadIdx.x & 31;
   const int rows = (int)p.rows;
   if (flat >= p.h_kv * rows) return;
@@ -71,9 +78,9 @@ __device__ void combine_row(const DecodeParams& p) {
 }  // namespace fmla
 
 // grid (b, ceil(h_kv * rows / 8)), 256 threads = 8 rows.
-extern "C" __global__ void __launch_bounds__(256) mla_combine_bf16(const __grid_constant__ fmla::DecodeParams p) {
+extern "C" __global__ void __launch_bounds__(fmla::kCombineThreads) mla_combine_bf16(const __grid_constant__ fmla::DecodeParams p) {
   fmla::combine_row<true>(p);
 }
-extern "C" __global__ void __launch_bounds__(256) mla_combine_fp16(const __grid_constant__ fmla::DecodeParams p) {
+extern "C" __global__ void __launch_bounds__(fmla::kCombineThreads) mla_combine_fp16(const __grid_constant__ fmla::DecodeParams p) {
   fmla::combine_row<false>(p);
 }

@@ -43,6 +43,10 @@ constexpr int kOffIds = kOffBars + 2 * kKTiles * 8;       // int [2 WGs][4 warps
 constexpr int kSmemUsed = kOffIds + 2 * 4 * 2 * 4 * 4;
 constexpr int kSmemBytes = kSmemUsed + 1024;
 static_assert(kSmemBytes <= 232448, "exceeds the 227 KB opt-in shared memory of sm_90");
+#ifdef FMLA_EXPECT_SMEM_BYTES
+static_assert(kSmemBytes == FMLA_EXPECT_SMEM_BYTES, "kernels.DECODE_SMEM_BYTES differs from kSmemBytes");
+static_assert(kThreads == FMLA_EXPECT_THREADS, "kernels.DECODE_THREADS differs from kThreads");
+#endif
 constexpr int kPTile = 8 * kTileBytes;                    // offset of the RoPE tile, reused for P
 
 // Named barriers (0 is __syncthreads). "arrive" by the producing WG, "sync" by the consuming one.

@@ -34,4 +34,11 @@ struct DecodeParams {
   float scale_log2_pad;
 };
 
+// Host/device contract, checked when the host passes its own numbers (tests/test_contract.py does).
+#ifdef FMLA_EXPECT_PARAMS_BYTES
+static_assert(sizeof(DecodeParams) == FMLA_EXPECT_PARAMS_BYTES, "DecodeParams size differs from DECODE_PARAMS_DTYPE");
+static_assert(__builtin_offsetof(DecodeParams, scale_log2) == FMLA_EXPECT_SCALE_OFFSET,
+              "DecodeParams.scale_log2 offset differs from DECODE_PARAMS_DTYPE");
+#endif
+
 }  // namespace fmla

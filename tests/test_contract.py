@@ -1,0 +1,33 @@
+"""Host/device contract, checked on the CPU: the numbers flashmla_rt/kernels.py launches with (argument-record
+layout, shared-memory bytes, block sizes) are the ones the CUDA sources were written for. The sources
+static_assert them when compiled with -DFMLA_EXPECT_* (NVRTC, no GPU); a mismatch fails compilation."""
+import pytest
+
+from flashmla_rt import kernels
+from flashmla_rt.jit import compiler
+
+
+def expectations() -> tuple[str, ...]:
+    dt = kernels.DECODE_PARAMS_DTYPE
+    return (f"-DFMLA_EXPECT_PARAMS_BYTES={dt.itemsize}",
+            f"-DFMLA_EXPECT_SCALE_OFFSET={dt.fields['scale_log2'][1]}",
+            f"-DFMLA_EXPECT_SMEM_BYTES={kernels.DECODE_SMEM_BYTES}",
+            f"-DFMLA_EXPECT_THREADS={kernels.DECODE_THREADS}",
+            f"-DFMLA_EXPECT_COMBINE_THREADS={kernels.COMBINE_THREADS}",
+            f"-DFMLA_EXPECT_COMBINE_ROWS={kernels.COMBINE_ROWS_PER_CTA}")
+
+
+@pytest.mark.parametrize("src", [kernels.DECODE_SOURCE, kernels.COMBINE_SOURCE])
+def test_host_numbers_match_the_sources(src):
+    compiler.compile_source(src, expectations(), use_cache=False, quiet=True)
+
+
+@pytest.mark.parametrize("flag, message", [
+    ("-DFMLA_EXPECT_PARAMS_BYTES", "DecodeParams size differs"),
+    ("-DFMLA_EXPECT_COMBINE_ROWS", "COMBINE_ROWS_PER_CTA differs"),
+])
+def test_a_mismatch_fails_compilation(flag, message):
+    """The checks are live: one wrong number and NVRTC refuses the source, naming what differs."""
+    opts = tuple(o if not o.startswith(flag + "=") else f"{flag}=12345" for o in expectations())
+    with pytest.raises(compiler.CompileError, match=message):
+        compiler.compile_source(kernels.COMBINE_SOURCE, opts, use_cache=False, quiet=True)
