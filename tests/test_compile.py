@@ -107,6 +107,23 @@ def test_no_spills_no_local_memory(compiled, src):
         assert 0 < r.registers <= 255, r
 
 
+@pytest.mark.parametrize("src", kernels.ALL_SOURCES)
+def test_cubins_are_complete_elf_images(compiled, src):
+    """The cached image is as long as its ELF headers say (CuPy's getCUBIN alone drops the last byte, and then
+    cuobjdump/nvdisasm refuse the file)."""
+    cubin = compiled[src].cubin
+    assert cubin[:4] == b"\x7fELF"
+    assert len(cubin) == compiler.elf_size(cubin)
+    assert compiled[src].path.read_bytes() == cubin
+
+
+def test_complete_cubin_restores_a_truncated_image(compiled):
+    cubin = compiled[kernels.METADATA_SOURCE].cubin
+    assert compiler.complete_cubin(cubin[:-1]) == cubin        # the missing byte is the zero that ends the image
+    assert compiler.complete_cubin(cubin) is cubin
+    assert compiler.complete_cubin(b"not an elf") == b"not an elf"
+
+
 def test_decode_kernel_fits_the_launch(compiled):
     """The decode launch uses DECODE_THREADS threads: registers x threads must fit Hopper's 64K register file,
     and the dynamic shared memory must fit the 227 KB opt-in limit."""

@@ -7,11 +7,13 @@ and the ptxas report (registers, smem, spills) is stored next to the cubin. Comp
 """
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import io
 import json
 import os
 import re
+import struct
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -104,6 +106,49 @@ def _wgmma_serialized(log: str, name: str) -> bool:
     return False
 
 
+# Part of the cache key: entries written before complete_cubin existed lack their last byte.
+_CUBIN_FORMAT = "complete-elf-1"
+
+
+def elf_size(image: bytes) -> int:
+    """Bytes an ELF64 image's headers say it spans: section contents and both header tables."""
+    if len(image) < 64 or image[:4] != b"\x7fELF":
+        return len(image)
+    phoff, shoff = struct.unpack_from("<QQ", image, 32)
+    phentsize, phnum, shentsize, shnum = struct.unpack_from("<HHHH", image, 54)
+    end = max(phoff + phentsize * phnum, shoff + shentsize * shnum)
+    for i in range(shnum):
+        at = shoff + i * shentsize
+        if at + 40 > len(image):
+            break
+        (sh_type,) = struct.unpack_from("<I", image, at + 4)
+        sh_offset, sh_size = struct.unpack_from("<QQ", image, at + 24)
+        if sh_type != 8:                                   # SHT_NOBITS occupies no file bytes
+            end = max(end, sh_offset + sh_size)
+    return end
+
+
+def complete_cubin(cubin: bytes, prog_ptr: int | None = None) -> bytes:
+    """CuPy's nvrtc.getCUBIN returns the image minus its last byte (it sizes the buffer like NUL-terminated
+    PTX), which the driver tolerates but cuobjdump/nvdisasm reject. Re-read it through NVRTC's own
+    size and copy calls when the library is reachable; else pad to the size the ELF headers declare
+    (the missing byte ends the program-header table's last alignment field, which is zero)."""
+    need = elf_size(cubin)
+    if len(cubin) >= need:
+        return cubin
+    if prog_ptr:
+        try:
+            lib = ctypes.CDLL("libnvrtc.so.%d" % nvrtc_version()[0])
+            size = ctypes.c_size_t()
+            if lib.nvrtcGetCUBINSize(ctypes.c_void_p(prog_ptr), ctypes.byref(size)) == 0 and size.value >= need:
+                buf = ctypes.create_string_buffer(size.value)
+                if lib.nvrtcGetCUBIN(ctypes.c_void_p(prog_ptr), buf) == 0:
+                    return buf.raw
+        except OSError:
+            pass
+    return cubin + bytes(need - len(cubin))
+
+
 def compile_source(name: str, extra_options: tuple[str, ...] = (), *, use_cache: bool = True,
                    quiet: bool = False) -> CompiledModule:
     """Compile kernels_cu/<name> (includes inlined) to an sm_90a cubin, through the disk cache."""
@@ -112,7 +157,7 @@ def compile_source(name: str, extra_options: tuple[str, ...] = (), *, use_cache:
     options = _full_options(extra_options)
     ver = nvrtc_version()
     # Options hold absolute -I paths of this environment, which is what we want in the key.
-    key = sources.digest(text, "\n".join(options), "nvrtc=%d.%d" % ver, __version__)[:24]
+    key = sources.digest(text, "\n".join(options), "nvrtc=%d.%d" % ver, __version__, _CUBIN_FORMAT)[:24]
     stem = f"{Path(name).stem}-{key}"
     directory = cache_dir()
     cubin_path, report_path = directory / f"{stem}.cubin", directory / f"{stem}.json"
@@ -130,11 +175,12 @@ def compile_source(name: str, extra_options: tuple[str, ...] = (), *, use_cache:
               f"(first use; cached in {directory})", file=sys.stderr, flush=True)
     from cupy.cuda.compiler import CompileException, _NVRTCProgram
     log = io.StringIO()
+    prog = _NVRTCProgram(text, name, method="cubin")
     try:
-        cubin, _ = _NVRTCProgram(text, name, method="cubin").compile(options, log_stream=log)
+        cubin, _ = prog.compile(options, log_stream=log)
     except CompileException as e:
         raise CompileError(f"flashmla_rt: NVRTC failed on kernels_cu/{name}:\n{e}") from None
-    cubin = bytes(cubin)
+    cubin = complete_cubin(bytes(cubin), prog.ptr)
     reports = parse_ptxas_log(log.getvalue())
     # NVRTC 13.0 was seen printing no ptxas report for a repeat compile of the same source in one process
     # (the cubin is fine); `compile --check` treats a missing report as a failure rather than a pass.
