@@ -287,15 +287,16 @@ def make_seqlens(b, s_q, s_k, varlen, seed):
     return [int(max(rng.normalvariate(s_k, s_k / 2), s_q)) for _ in range(b)]
 
 
-def make_inputs(b, s_q, h_q, s_k, varlen, seed):
+def make_inputs(b, s_q, h_q, s_k, varlen, seed, page=PAGE, dtype="bfloat16"):
     """q, k_cache, block_table, cache_seqlens on the GPU (block table: a permutation of all blocks)."""
     torch = _torch()
     seqlens = make_seqlens(b, s_q, s_k, varlen, seed)
-    max_blocks = -(-max(seqlens) // 256) * 256 // PAGE   # FlashMLA pads max_seqlen to a multiple of 256
+    max_blocks = -(-max(seqlens) // 256) * 256 // page   # FlashMLA pads max_seqlen to a multiple of 256
     torch.manual_seed(seed)
     cache_seqlens = torch.tensor(seqlens, dtype=torch.int32, device="cuda")
-    q = torch.randn(b, s_q, h_q, D_QK, dtype=torch.bfloat16, device="cuda")
-    k_cache = torch.randn(b * max_blocks, PAGE, H_KV, D_QK, dtype=torch.bfloat16, device="cuda")
+    dt = getattr(torch, dtype)
+    q = torch.randn(b, s_q, h_q, D_QK, dtype=dt, device="cuda")
+    k_cache = torch.randn(b * max_blocks, page, H_KV, D_QK, dtype=dt, device="cuda")
     block_table = torch.randperm(b * max_blocks, device="cuda").to(torch.int32).view(b, max_blocks)
     return q, k_cache, block_table, cache_seqlens
 

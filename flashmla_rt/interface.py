@@ -107,7 +107,7 @@ def _launch_planned(plan, q, k_cache, block_table, cache_seqlens, meta, num_spli
     stream = current_stream("torch", plan.device)
     if _should_check_seqlens(check_seqlens, "torch", stream):
         _checks.check_block_table_covers(describe("block_table", block_table), plan.k_shape[1],
-                                         int(cache_seqlens.max().item()))
+                                         _max_seqlen(cache_seqlens, describe("cache_seqlens", cache_seqlens)))
     return plan.launch(q, k_cache, block_table, cache_seqlens, meta, num_splits, stream.ptr)
 
 
