@@ -11,10 +11,19 @@ from __future__ import annotations
 import numpy as np
 
 from . import kernels
-from ._interop import RawStream
 
 _MAX_PLANS = 64
 _plans: dict = {}
+_driver = None
+
+
+def _launch_kernel(*args):
+    """cuLaunchKernel through CuPy's driver binding (imported on first use: needs a CUDA driver)."""
+    global _driver
+    if _driver is None:
+        from cupy_backends.cuda.api import driver
+        _driver = driver
+    return _driver.launchKernel(*args)
 
 # Positions of the per-call pointers in the record viewed as int64 (kernels.DECODE_PARAMS_FIELDS order).
 POINTER_FIELDS = ("q", "kcache", "block_table", "seqlens", "sched_meta", "num_splits", "out", "lse", "o_accum",
@@ -35,7 +44,8 @@ def signature(tensors: tuple, head_dim_v, softmax_scale, causal):
 class LaunchPlan:
     """Everything about a call that the signature fixes; `launch` fills in the pointers."""
     __slots__ = ("device", "torch_device", "out_shape", "out_dtype", "lse_shape", "o_accum_elems", "ws_elems",
-                 "record", "decode_fn", "decode_grid", "combine_fn", "combine_grid", "k_shape", "k_strides")
+                 "record", "decode_fn", "decode_grid", "combine_fn", "combine_grid", "k_shape", "k_strides",
+                 "_kv_ptr", "_kv_map", "_kv_addr")
 
     def __init__(self, *, device, out_shape, out_dtype, lse_shape, o_accum_elems, lse_accum_elems, record,
                  decode_grid, combine_grid, k_shape, k_strides):
@@ -49,8 +59,17 @@ class LaunchPlan:
         self.record = np.array(record, copy=True)
         self.decode_fn = kernels.decode_kernel(out_dtype, device)
         self.combine_fn = kernels.combine_kernel(out_dtype, device)
-        self.decode_grid, self.combine_grid = decode_grid, combine_grid
+        self.decode_grid = tuple(decode_grid) + (1,) * (3 - len(decode_grid))
+        self.combine_grid = tuple(combine_grid) + (1,) * (3 - len(combine_grid))
         self.k_shape, self.k_strides = k_shape, k_strides
+        self._kv_ptr, self._kv_map, self._kv_addr = None, None, 0
+
+    def _kv_map_address(self, kp: int) -> int:
+        """Address of the (cached) tensor map of the cache at `kp`; the map object is kept alive here."""
+        if kp != self._kv_ptr:
+            self._kv_map = kernels.kv_tensor_map(kp, self.k_shape, self.k_strides)
+            self._kv_ptr, self._kv_addr = kp, self._kv_map.ctypes.data
+        return self._kv_addr
 
     def launch(self, q, k_cache, block_table, cache_seqlens, meta, num_splits, stream_ptr: int):
         qp, kp = q.data_ptr(), k_cache.data_ptr()
@@ -65,11 +84,14 @@ class LaunchPlan:
         record.view(np.int64)[_PTR_INDEX] = (qp, kp, block_table.data_ptr(), cache_seqlens.data_ptr(),
                                              meta.data_ptr(), num_splits.data_ptr(), out.data_ptr(),
                                              lse.data_ptr(), wp, wp + 4 * self.o_accum_elems)
-        stream = RawStream(stream_ptr)
-        kv_map = kernels.kv_tensor_map(kp, self.k_shape, self.k_strides)
-        self.decode_fn(self.decode_grid, (kernels.DECODE_THREADS,), (kv_map, record),
-                       shared_mem=kernels.DECODE_SMEM_BYTES, stream=stream)
-        self.combine_fn(self.combine_grid, (kernels.COMBINE_THREADS,), (record,), stream=stream)
+        # cuLaunchKernel directly (CuPy's launcher converts each argument on every call): kernelParams is an
+        # array of pointers to the arguments' bytes, copied by the driver before the call returns.
+        params = np.array((self._kv_map_address(kp), record.ctypes.data), dtype=np.uintp)
+        pp = params.ctypes.data
+        _launch_kernel(self.decode_fn.ptr, *self.decode_grid, kernels.DECODE_THREADS, 1, 1,
+                       kernels.DECODE_SMEM_BYTES, stream_ptr, pp, 0)
+        _launch_kernel(self.combine_fn.ptr, *self.combine_grid, kernels.COMBINE_THREADS, 1, 1, 0, stream_ptr,
+                       pp + params.itemsize, 0)
         return out, lse          # ws may be freed now: torch reuses it only for work queued after these launches
 
 

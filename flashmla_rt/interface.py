@@ -133,7 +133,7 @@ def _launch_decode(cache_seqlens, qt: Tensor, kt: Tensor, bt: Tensor, st: Tensor
 
     m_blocks = -(-rows // schedule.BLOCK_M)
     decode_grid = (m_blocks, h_kv, parts)
-    combine_grid = (b, -(-(h_kv * rows) // kernels.COMBINE_ROWS_PER_CTA))
+    combine_grid = (b, -(-(h_kv * rows) // kernels.COMBINE_ROWS_PER_CTA), kernels.COMBINE_COLUMN_SPLITS)
     record_args = dict(
         q_stride_b=qt.strides[0], q_stride_s=qt.strides[1], q_stride_h=qt.strides[2],
         k_stride_block=kt.strides[0], k_stride_token=kt.strides[1], k_stride_head=kt.strides[2],

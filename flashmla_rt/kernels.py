@@ -16,6 +16,7 @@ DECODE_THREADS = 256
 DECODE_SMEM_BYTES = 3 * 73728 + 6 * 256 + 18 * 8 + 256 + 1024
 COMBINE_THREADS = 256
 COMBINE_ROWS_PER_CTA = 8
+COMBINE_COLUMN_SPLITS = 4           # grid.z: each CTA merges one quarter of the 512 columns
 
 _SUFFIX = {"bfloat16": "bf16", "float16": "fp16"}
 

@@ -1,7 +1,9 @@
 // Merge split-KV partials: for each (request, KV head, packed row) with more than one split,
 //   lse = log2 sum_k 2^lse_k,  O = sum_k 2^(lse_k - lse) O_k   (partials are already normalised).
-// One warp per row; a lane owns 16 of the 512 columns (4 float4). Rows of unsplit requests were written by
-// the decode kernel and are skipped. All partials empty -> out 0, lse +inf (FlashMLA's convention).
+// One warp per (row, quarter of the 512 columns): grid (b, rows / 8, 4), a lane owns one float4. Few requests
+// with many splits (b = 1, long) would leave most SMs idle with a warp per row, and a split loop with one load
+// in flight is latency-bound: the loop keeps 4 splits' loads in flight. Rows of unsplit requests were written
+// by the decode kernel and are skipped. All partials empty -> out 0, lse +inf (FlashMLA's convention).
 #include "common/nvrtc_shim.cuh"
 #include "common/softmax.cuh"
 #include "common/decode_params.cuh"
@@ -9,10 +11,12 @@
 namespace fmla {
 
 // kernels.COMBINE_THREADS and COMBINE_ROWS_PER_CTA (one warp per row). An enum, so nothing lands in the module.
-enum : int { kCombineThreads = 256, kCombineRowsPerCta = kCombineThreads / 32 };
+enum : int { kCombineThreads = 256, kCombineRowsPerCta = kCombineThreads / 32, kCombineColumnSplits = 4,
+             kCombineSplitsInFlight = 4 };
 #ifdef FMLA_EXPECT_COMBINE_THREADS
 static_assert(kCombineThreads == FMLA_EXPECT_COMBINE_THREADS, "kernels.COMBINE_THREADS differs");
 static_assert(kCombineRowsPerCta == FMLA_EXPECT_COMBINE_ROWS, "kernels.COMBINE_ROWS_PER_CTA differs");
+static_assert(kCombineColumnSplits == FMLA_EXPECT_COMBINE_COLUMN_SPLITS, "kernels.COMBINE_COLUMN_SPLITS differs");
 #endif
 
 template <bool kBF16>
@@ -26,6 +30,15 @@ __device__ __forceinline__ void store4(void* dst, float4 v) {
     uint2 u = make_uint2(*reinterpret_cast<uint32_t*>(&a), *reinterpret_cast<uint32_t*>(&b));
     *reinterpret_cast<uint2*>(dst) = u;
   }
+}
+
+// acc += w v, where a weight of 0 (an empty partial) contributes nothing whatever its O holds.
+__device__ __forceinline__ void accumulate(float4& acc, float w, float4 v) {
+  const bool use = w != 0.f;
+  acc.x += use ? w * v.x : 0.f;
+  acc.y += use ? w * v.y : 0.f;
+  acc.z += use ? w * v.z : 0.f;
+  acc.w += use ? w * v.w : 0.f;
 }
 
 template <bool kBF16>
@@ -54,30 +67,35 @@ __device__ void combine_row(const DecodeParams& p) {
   const bool empty = !(sum > 0.f);
   const float lse2 = empty ? neg_inf() : mx + log2f(sum);
 
-  float4 acc[4];
-#pragma unroll
-  for (int i = 0; i < 4; ++i) acc[i] = make_float4(0.f, 0.f, 0.f, 0.f);
+  const int quarter = blockIdx.z, col = (kHeadDimV / kCombineColumnSplits) * quarter + 4 * lane;
+  const int64_t split_step = stride * kHeadDimV;               // floats between one row's consecutive partials
+  const float* src = p.o_accum + ((int64_t)split0 * stride + flat) * kHeadDimV + col;
+  float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
   if (!empty) {
-    for (int k = 0; k < n_splits; ++k) {
-      const float w = exp2f(lse_k[k * stride] - lse2);
-      if (w == 0.f) continue;                                  // empty partial (its O is 0 anyway)
-      const float4* src = reinterpret_cast<const float4*>(p.o_accum + ((int64_t)(split0 + k) * stride + flat) * kHeadDimV);
+    int k = 0;
+    for (; k + kCombineSplitsInFlight <= n_splits; k += kCombineSplitsInFlight) {
+      float w[kCombineSplitsInFlight];
+      float4 v[kCombineSplitsInFlight];
 #pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        const float4 v = src[lane + 32 * i];
-        acc[i].x += w * v.x; acc[i].y += w * v.y; acc[i].z += w * v.z; acc[i].w += w * v.w;
+      for (int j = 0; j < kCombineSplitsInFlight; ++j) {
+        w[j] = exp2f(lse_k[(k + j) * stride] - lse2);
+        v[j] = *reinterpret_cast<const float4*>(src + (k + j) * split_step);
       }
+#pragma unroll
+      for (int j = 0; j < kCombineSplitsInFlight; ++j) accumulate(acc, w[j], v[j]);
     }
+    for (; k < n_splits; ++k)
+      accumulate(acc, exp2f(lse_k[k * stride] - lse2), *reinterpret_cast<const float4*>(src + k * split_step));
   }
   uint8_t* dst = static_cast<uint8_t*>(p.out) + 2 * (((int64_t)req * p.s_q + s) * p.h_q + head) * kHeadDimV;
-#pragma unroll
-  for (int i = 0; i < 4; ++i) store4<kBF16>(dst + 2 * 4 * (lane + 32 * i), acc[i]);
-  if (lane == 0) p.lse[((int64_t)req * p.h_q + head) * p.s_q + s] = empty ? pos_inf() : lse2 * 0.69314718056f;
+  store4<kBF16>(dst + 2 * col, acc);
+  if (lane == 0 && quarter == 0)
+    p.lse[((int64_t)req * p.h_q + head) * p.s_q + s] = empty ? pos_inf() : lse2 * 0.69314718056f;
 }
 
 }  // namespace fmla
 
-// grid (b, ceil(h_kv * rows / 8)), 256 threads = 8 rows.
+// grid (b, ceil(h_kv * rows / 8), 4 column quarters), 256 threads = 8 rows.
 extern "C" __global__ void __launch_bounds__(fmla::kCombineThreads) mla_combine_bf16(const __grid_constant__ fmla::DecodeParams p) {
   fmla::combine_row<true>(p);
 }

@@ -14,7 +14,8 @@ def expectations() -> tuple[str, ...]:
             f"-DFMLA_EXPECT_SMEM_BYTES={kernels.DECODE_SMEM_BYTES}",
             f"-DFMLA_EXPECT_THREADS={kernels.DECODE_THREADS}",
             f"-DFMLA_EXPECT_COMBINE_THREADS={kernels.COMBINE_THREADS}",
-            f"-DFMLA_EXPECT_COMBINE_ROWS={kernels.COMBINE_ROWS_PER_CTA}")
+            f"-DFMLA_EXPECT_COMBINE_ROWS={kernels.COMBINE_ROWS_PER_CTA}",
+            f"-DFMLA_EXPECT_COMBINE_COLUMN_SPLITS={kernels.COMBINE_COLUMN_SPLITS}")
 
 
 @pytest.mark.parametrize("src", [kernels.DECODE_SOURCE, kernels.COMBINE_SOURCE])

@@ -1,4 +1,6 @@
 """Launch plans (CPU part): which calls get a signature, and the pointer patching of the argument record."""
+import ctypes
+
 import numpy as np
 
 from flashmla_rt import _fastpath, kernels
@@ -52,22 +54,35 @@ def test_plan_launch_with_stand_ins(monkeypatch):
     fake.empty = lambda shape, dtype=None, device=None: FakeTensor(7)
     monkeypatch.setitem(sys.modules, "torch", fake)
     calls = []
-    monkeypatch.setattr(kernels, "decode_kernel", lambda d, dev: lambda *a, **k: calls.append(("decode", a, k)))
-    monkeypatch.setattr(kernels, "combine_kernel", lambda d, dev: lambda *a, **k: calls.append(("combine", a, k)))
-    monkeypatch.setattr(kernels, "kv_tensor_map", lambda *a: "kv-map")
+
+    def launch_kernel(fn, gx, gy, gz, bx, by, bz, smem, stream, params, extra):
+        # Read what the driver would: kernelParams -> pointers -> argument bytes (copied now, as cuLaunchKernel does).
+        n = 2 if fn == 11 else 1
+        ptrs = (ctypes.c_uint64 * n).from_address(params)
+        sizes = (128, kernels.DECODE_PARAMS_DTYPE.itemsize) if n == 2 else (kernels.DECODE_PARAMS_DTYPE.itemsize,)
+        calls.append((fn, (gx, gy, gz), (bx, by, bz), smem, stream, [ctypes.string_at(p, z) for p, z in zip(ptrs, sizes)]))
+
+    kv_map = np.frombuffer(bytes(range(128)), np.uint8).copy()
+    monkeypatch.setattr(_fastpath, "_launch_kernel", launch_kernel)
+    monkeypatch.setattr(kernels, "decode_kernel", lambda d, dev: types.SimpleNamespace(ptr=11))
+    monkeypatch.setattr(kernels, "combine_kernel", lambda d, dev: types.SimpleNamespace(ptr=22))
+    monkeypatch.setattr(kernels, "kv_tensor_map", lambda *a: kv_map)
     others = {f: 1 for f in kernels.DECODE_PARAMS_FIELDS if f not in _fastpath.POINTER_FIELDS}
     rec = kernels.decode_params(**dict.fromkeys(_fastpath.POINTER_FIELDS, 0), **others, scale_log2=0.1)
     plan = _fastpath.LaunchPlan(device=0, out_shape=(1, 1, 16, 512), out_dtype="bfloat16", lse_shape=(1, 16, 1),
                                 o_accum_elems=1024, lse_accum_elems=4, record=rec, decode_grid=(1, 1, 2),
                                 combine_grid=(1, 2), k_shape=(4, 64, 1, 576), k_strides=(36864, 576, 576, 1))
     assert plan.launch(*(FakeTensor(i) for i in range(1, 7)), 123) is not None
-    assert [c[0] for c in calls] == ["decode", "combine"]
-    (_, dargs, dkw), (_, cargs, ckw) = calls
-    assert dargs[2][0] == "kv-map" and dkw["stream"].ptr == 123 and ckw["stream"].ptr == 123
-    fields = dargs[2][1].view(kernels.DECODE_PARAMS_DTYPE)[0]
+    (dfn, dgrid, dblock, dsmem, dstream, dargs), (cfn, cgrid, cblock, csmem, cstream, cargs) = calls
+    assert (dfn, dgrid, dblock, dsmem, dstream) == (11, (1, 1, 2), (kernels.DECODE_THREADS, 1, 1),
+                                                    kernels.DECODE_SMEM_BYTES, 123)
+    assert (cfn, cgrid, cblock, csmem, cstream) == (22, (1, 2, 1), (kernels.COMBINE_THREADS, 1, 1), 0, 123)
+    assert dargs[0] == kv_map.tobytes()
+    fields = np.frombuffer(dargs[1], kernels.DECODE_PARAMS_DTYPE)[0]
     assert [int(fields[f]) for f in ("q", "kcache", "num_splits", "out")] == [8192, 12288, 28672, 32768]
     assert int(fields["lse_accum"]) == int(fields["o_accum"]) + 4 * 1024
-    assert cargs[2][0] is dargs[2][1]
+    assert fields["scale_log2"] == np.float32(0.1) and int(fields["batch"]) == 1
+    assert cargs[0] == dargs[1]
 
 
 def test_misaligned_pointer_declines_the_plan(monkeypatch):
