@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Device call: measure experiment diffs (bench/experiments/*.diff) one at a time against the working tree.
-# Each variant is "name:diff1+diff2:-DOPTS" (diffs and options may be empty); it gets its own copy of the tree,
+# Each variant is "name:diff1+diff2:-DOPTS:VAR=value" (diffs, options and one environment setting may be empty); it gets its own copy of the tree,
 # a correctness subset of the GPU tests, and graph/eager timings of the bench rows ROWS (peer only for the
 # first variant). Usage (device tool, carry .peers):
 #   VARIANTS="v6::|grouped:grouped-tma:" ROWS=0,12,22 bash bench/experiments.sh
@@ -10,19 +10,20 @@ root=$PWD
 IFS='|' read -ra variants <<< "${VARIANTS:-v6::}"
 first=1
 for v in "${variants[@]}"; do
-  IFS=':' read -r name diffs opts <<< "$v"
+  IFS=':' read -r name diffs opts envset <<< "$v"
   dir=/tmp/variant_$name; rm -rf "$dir"; cp -r "$root" "$dir"
   ( cd "$dir" && for d in ${diffs//+/ }; do git apply "bench/experiments/$d.diff" || exit 1; done ) \
       || { echo "=== $name: diff does not apply" | tee -a "$OUT/experiments.txt"; continue; }
   (
     cd "$dir"
     export PYTHONPATH=$dir:$root/.peers FLASHMLA_RT_CACHE_DIR=/tmp/cache_$name FLASHMLA_RT_NVRTC_OPTIONS="$opts"
-    echo "=== $name [$diffs] [$opts]"
-    t0=$(date +%s.%N)
-    python3 -m flashmla_rt compile --check 2>&1 | tail -4
-    echo "compile: $(echo "$(date +%s.%N) - $t0" | bc) s"
-    timeout "${TEST_TIMEOUT:-200}" python3 -m pytest tests/test_decode_gpu.py tests/test_fastpath.py -q -x \
-        -p no:cacheprovider -k "${TESTS_K:-edge_lengths or forced_split or block_table_extra or unit_normal or corner_half_empty or fastpath or peaked}" 2>&1 | tail -2
+    [ -n "$envset" ] && export "$envset"
+    echo "=== $name [$diffs] [$opts] [$envset]"
+    python3 -m flashmla_rt compile --check 2>&1 | tail -9
+    k=${TESTS_K:-edge_lengths or forced_split or block_table_extra or unit_normal or corner_half_empty or fastpath or peaked}
+    [ "$k" = all ] && k="not no_such_test"
+    timeout "${TEST_TIMEOUT:-200}" python3 -m pytest ${TESTS:-tests/test_decode_gpu.py tests/test_fastpath.py} -q -x \
+        -p no:cacheprovider -k "$k" 2>&1 | tail -4
     peer=--no-peer; [ $first = 1 ] && [ "${PEER:-1}" = 1 ] && peer=
     python3 -m flashmla_rt bench --rows "${ROWS:-0,1,12,13,16,20,22,24,25}" $peer --iters "${ITERS:-30}" \
         --out /tmp/bench_$name 2>&1 | grep -E "^ +[0-9]+ b|peer|FlashMLA" | tail -24

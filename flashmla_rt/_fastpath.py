@@ -44,11 +44,11 @@ def signature(tensors: tuple, head_dim_v, softmax_scale, causal):
 class LaunchPlan:
     """Everything about a call that the signature fixes; `launch` fills in the pointers."""
     __slots__ = ("device", "torch_device", "out_shape", "out_dtype", "lse_shape", "o_accum_elems", "ws_elems",
-                 "record", "decode_fn", "decode_grid", "combine_fn", "combine_grid", "k_shape", "k_strides",
+                 "record", "variant", "decode_fn", "decode_grid", "combine_fn", "combine_grid", "k_shape", "k_strides",
                  "_kv_ptr", "_kv_map", "_kv_addr")
 
     def __init__(self, *, device, out_shape, out_dtype, lse_shape, o_accum_elems, lse_accum_elems, record,
-                 decode_grid, combine_grid, k_shape, k_strides):
+                 decode_grid, combine_grid, k_shape, k_strides, variant=kernels.SEESAW):
         import torch
         self.device = device
         self.torch_device = torch.device("cuda", device)
@@ -57,7 +57,8 @@ class LaunchPlan:
         self.o_accum_elems = o_accum_elems
         self.ws_elems = o_accum_elems + lse_accum_elems
         self.record = np.array(record, copy=True)
-        self.decode_fn = kernels.decode_kernel(out_dtype, device)
+        self.variant = variant
+        self.decode_fn = kernels.decode_kernel(out_dtype, device, variant)
         self.combine_fn = kernels.combine_kernel(out_dtype, device)
         self.decode_grid = tuple(decode_grid) + (1,) * (3 - len(decode_grid))
         self.combine_grid = tuple(combine_grid) + (1,) * (3 - len(combine_grid))
@@ -88,8 +89,8 @@ class LaunchPlan:
         # array of pointers to the arguments' bytes, copied by the driver before the call returns.
         params = np.array((self._kv_map_address(kp), record.ctypes.data), dtype=np.uintp)
         pp = params.ctypes.data
-        _launch_kernel(self.decode_fn.ptr, *self.decode_grid, kernels.DECODE_THREADS, 1, 1,
-                       kernels.DECODE_SMEM_BYTES, stream_ptr, pp, 0)
+        _launch_kernel(self.decode_fn.ptr, *self.decode_grid, self.variant.threads, 1, 1,
+                       self.variant.smem_bytes, stream_ptr, pp, 0)
         _launch_kernel(self.combine_fn.ptr, *self.combine_grid, kernels.COMBINE_THREADS, 1, 1, 0, stream_ptr,
                        pp + params.itemsize, 0)
         return out, lse          # ws may be freed now: torch reuses it only for work queued after these launches

@@ -131,6 +131,7 @@ def _launch_decode(cache_seqlens, qt: Tensor, kt: Tensor, bt: Tensor, st: Tensor
     if _should_check_seqlens(check_seqlens, qt.framework, stream):
         _checks.check_block_table_covers(bt, page, _max_seqlen(cache_seqlens, st))
 
+    variant = kernels.decode_variant(rows)
     m_blocks = -(-rows // schedule.BLOCK_M)
     decode_grid = (m_blocks, h_kv, parts)
     combine_grid = (b, -(-(h_kv * rows) // kernels.COMBINE_ROWS_PER_CTA), kernels.COMBINE_COLUMN_SPLITS)
@@ -147,7 +148,8 @@ def _launch_decode(cache_seqlens, qt: Tensor, kt: Tensor, bt: Tensor, st: Tensor
             device=device, out_shape=(b, s_q, h_q, _checks.HEAD_DIM_V), out_dtype=qt.dtype, lse_shape=(b, h_q, s_q),
             o_accum_elems=math.prod(o_accum_shape), lse_accum_elems=math.prod(lse_accum_shape),
             record=kernels.decode_params(**dict.fromkeys(_fastpath.POINTER_FIELDS, 0), **record_args),
-            decode_grid=decode_grid, combine_grid=combine_grid, k_shape=kt.shape, k_strides=kt.strides)
+            decode_grid=decode_grid, combine_grid=combine_grid, k_shape=kt.shape, k_strides=kt.strides,
+            variant=variant)
         _fastpath.remember(sig, plan)
         return plan.launch(qt.obj, kt.obj, bt.obj, st.obj, mt.obj, nt.obj, stream.ptr)
 
@@ -160,8 +162,8 @@ def _launch_decode(cache_seqlens, qt: Tensor, kt: Tensor, bt: Tensor, st: Tensor
         q=qt.ptr, kcache=kt.ptr, block_table=bt.ptr, seqlens=st.ptr, sched_meta=mt.ptr, num_splits=nt.ptr,
         out=out_t.ptr, lse=lse_t.ptr, o_accum=alloc.ptr(o_accum), lse_accum=alloc.ptr(lse_accum), **record_args)
     kv_map = kernels.kv_tensor_map(kt.ptr, kt.shape, kt.strides)
-    kernels.decode_kernel(qt.dtype, device)(
-        decode_grid, (kernels.DECODE_THREADS,), (kv_map, params), shared_mem=kernels.DECODE_SMEM_BYTES, stream=stream)
+    kernels.decode_kernel(qt.dtype, device, variant)(
+        decode_grid, (variant.threads,), (kv_map, params), shared_mem=variant.smem_bytes, stream=stream)
     kernels.combine_kernel(qt.dtype, device)(combine_grid, (kernels.COMBINE_THREADS,), (params,), stream=stream)
     return alloc.export(out_obj), alloc.export(lse_obj)
 

@@ -1,19 +1,56 @@
 """The package's kernels: which source holds which entry point, their launch shapes and argument records."""
 from __future__ import annotations
 
+import os
+from typing import NamedTuple
+
 import numpy as np
 
 from .jit import module
 
 DECODE_SOURCE = "mla_decode_sm90.cu"
+NARROW_SOURCE = "mla_decode_narrow_sm90.cu"
 COMBINE_SOURCE = "mla_combine.cu"
 METADATA_SOURCE = "mla_metadata.cu"
-ALL_SOURCES = (METADATA_SOURCE, COMBINE_SOURCE, DECODE_SOURCE)
+ALL_SOURCES = (METADATA_SOURCE, COMBINE_SOURCE, DECODE_SOURCE, NARROW_SOURCE)
 
 DECODE_THREADS = 256
 # Must equal seesaw::kSmemBytes in mla_decode_sm90.cu: Q + 2 KV stages (3 x 73,728) + 6 x 256 B of row state
 # + 18 mbarriers + 256 B of prefetched page ids + 1,024 B of alignment slack.
 DECODE_SMEM_BYTES = 3 * 73728 + 6 * 256 + 18 * 8 + 256 + 1024
+# The narrow kernel (few query rows per KV head): one consumer warpgroup + one producer warp. Shared memory
+# must equal narrow::Plan<N>::kSmemBytes: Q (9 tiles of N rows) + 2 KV stages + P tile + 4 x N floats of
+# reduction + 20 mbarriers + 1,024 B of alignment slack.
+NARROW_THREADS = 160
+
+
+def narrow_smem_bytes(n: int) -> int:
+    return 9 * n * 128 + 2 * 73728 + n * 128 + 16 * n + 20 * 8 + 1024
+
+
+class DecodeVariant(NamedTuple):
+    """One decode kernel: its source, entry-point prefix (+ _bf16/_fp16), block size and shared memory."""
+    name: str
+    source: str
+    entry: str
+    threads: int
+    smem_bytes: int
+
+
+SEESAW = DecodeVariant("seesaw", DECODE_SOURCE, "mla_decode", DECODE_THREADS, DECODE_SMEM_BYTES)
+NARROW16 = DecodeVariant("narrow16", NARROW_SOURCE, "mla_decode_narrow16", NARROW_THREADS, narrow_smem_bytes(16))
+NARROW32 = DecodeVariant("narrow32", NARROW_SOURCE, "mla_decode_narrow32", NARROW_THREADS, narrow_smem_bytes(32))
+DECODE_VARIANTS = {v.name: v for v in (SEESAW, NARROW16, NARROW32)}
+
+
+def decode_variant(rows: int) -> DecodeVariant:
+    """The kernel for `rows` query rows per KV head: narrow (wgmma N = 16 or 32) up to 32 rows, else seesaw.
+    FLASHMLA_RT_DECODE_KERNEL=seesaw forces the seesaw kernel (benchmarks and tests compare the two)."""
+    if os.environ.get("FLASHMLA_RT_DECODE_KERNEL") == "seesaw" or rows > 32:
+        return SEESAW
+    return NARROW16 if rows <= 16 else NARROW32
+
+
 COMBINE_THREADS = 256
 COMBINE_ROWS_PER_CTA = 8
 COMBINE_COLUMN_SPLITS = 4           # grid.z: each CTA merges one quarter of the 512 columns
@@ -49,9 +86,9 @@ def kv_tensor_map(kcache_ptr: int, shape: tuple, strides: tuple):
                                   (2 * strides[2], 2 * strides[1], 2 * strides[0]), (64, 1, min(page, 64), 1))
 
 
-def decode_kernel(dtype: str, device: int):
+def decode_kernel(dtype: str, device: int, variant: DecodeVariant = SEESAW):
     _join_background()
-    return module.get_function(DECODE_SOURCE, f"mla_decode_{_SUFFIX[dtype]}", device, DECODE_SMEM_BYTES)
+    return module.get_function(variant.source, f"{variant.entry}_{_SUFFIX[dtype]}", device, variant.smem_bytes)
 
 
 def combine_kernel(dtype: str, device: int):

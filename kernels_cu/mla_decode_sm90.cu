@@ -25,6 +25,7 @@
 #include "common/softmax.cuh"
 #include "common/decode_params.cuh"
 #include "common/decode_tile.cuh"
+#include "common/kv_tma.cuh"
 
 namespace fmla {
 namespace seesaw {
@@ -69,30 +70,6 @@ __device__ __forceinline__ void prefetch_page_ids(const DecodeParams& p, const C
       ids[bx] = (int)p.num_cache_blocks;
   }
   cp_async_commit();
-}
-
-// TMA loads of tiles t0, t0 + step, ... < t1 of 64-token block `blk` into a stage, pages from prefetch_page_ids;
-// one thread.
-__device__ __forceinline__ void issue_block_tiles(const TmaDesc* map, const DecodeParams& p, const int* ids,
-                                                  int hk, int blk, uint32_t stage, uint32_t bars, int t0, int t1,
-                                                  int step = 1) {
-  const int page_shift = (int)p.page_shift, page = 1 << page_shift;
-  const int box_rows = min(page, kBlockN), boxes = kBlockN / box_rows;
-  int id[4];
-#pragma unroll
-  for (int bx = 0; bx < 4; ++bx) {
-    const int v = ids[bx];                                 // never trusted: garbage ids become out of range
-    id[bx] = (v >= 0 && v < p.num_cache_blocks) ? v : (int)p.num_cache_blocks;
-  }
-  const int tok_in_page = (blk * kBlockN) & (page - 1);   // 0 when page <= 64
-  for (int t = t0; t < t1; t += step) {
-    mbarrier_arrive_expect_tx(bars + 8 * t, kTileBytes);   // boxes sum to one 64x64 tile, zero-filled or not
-#pragma unroll
-    for (int bx = 0; bx < 4; ++bx)
-      if (bx < boxes)
-        tma_load_4d(stage + t * kTileBytes + bx * box_rows * 128, map, 64 * t, hk, tok_in_page, id[bx],
-                    bars + 8 * t);
-  }
 }
 
 // Timeline probe (build with -DFMLA_TRACE=1 via FLASHMLA_RT_NVRTC_OPTIONS; bench/trace_decode.py reads it):

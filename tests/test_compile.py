@@ -23,6 +23,7 @@ ENTRY_POINTS = {
     kernels.DECODE_SOURCE: {"mla_decode_bf16", "mla_decode_fp16"},
     kernels.COMBINE_SOURCE: {"mla_combine_bf16", "mla_combine_fp16"},
     kernels.METADATA_SOURCE: {"mla_metadata"},
+    kernels.NARROW_SOURCE: {f"mla_decode_narrow{n}_{t}" for n in (16, 32) for t in ("bf16", "fp16")},
 }
 FAST_SOURCE = kernels.METADATA_SOURCE          # ~0.2 s to compile: used where any source will do
 
@@ -124,12 +125,15 @@ def test_complete_cubin_restores_a_truncated_image(compiled):
     assert compiler.complete_cubin(b"not an elf") == b"not an elf"
 
 
-def test_decode_kernel_fits_the_launch(compiled):
-    """The decode launch uses DECODE_THREADS threads: registers x threads must fit Hopper's 64K register file,
-    and the dynamic shared memory must fit the 227 KB opt-in limit."""
-    for r in compiled[kernels.DECODE_SOURCE].reports:
-        assert r.registers * kernels.DECODE_THREADS <= 65536, r
-        assert r.smem_bytes + kernels.DECODE_SMEM_BYTES <= 227 * 1024, r
+@pytest.mark.parametrize("variant", kernels.DECODE_VARIANTS.values(), ids=lambda v: v.name)
+def test_decode_kernel_fits_the_launch(compiled, variant):
+    """Each decode launch: registers x threads must fit Hopper's 64K register file, and the dynamic shared
+    memory must fit the 227 KB opt-in limit."""
+    reports = [r for r in compiled[variant.source].reports if r.name.startswith(variant.entry + "_")]
+    assert len(reports) == 2
+    for r in reports:
+        assert r.registers * variant.threads <= 65536, r
+        assert r.smem_bytes + variant.smem_bytes <= 227 * 1024, r
 
 
 def test_parse_ptxas_log():

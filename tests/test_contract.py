@@ -13,12 +13,15 @@ def expectations() -> tuple[str, ...]:
             f"-DFMLA_EXPECT_SCALE_OFFSET={dt.fields['scale_log2'][1]}",
             f"-DFMLA_EXPECT_SMEM_BYTES={kernels.DECODE_SMEM_BYTES}",
             f"-DFMLA_EXPECT_THREADS={kernels.DECODE_THREADS}",
+            f"-DFMLA_EXPECT_NARROW16_SMEM_BYTES={kernels.NARROW16.smem_bytes}",
+            f"-DFMLA_EXPECT_NARROW32_SMEM_BYTES={kernels.NARROW32.smem_bytes}",
+            f"-DFMLA_EXPECT_NARROW_THREADS={kernels.NARROW_THREADS}",
             f"-DFMLA_EXPECT_COMBINE_THREADS={kernels.COMBINE_THREADS}",
             f"-DFMLA_EXPECT_COMBINE_ROWS={kernels.COMBINE_ROWS_PER_CTA}",
             f"-DFMLA_EXPECT_COMBINE_COLUMN_SPLITS={kernels.COMBINE_COLUMN_SPLITS}")
 
 
-@pytest.mark.parametrize("src", [kernels.DECODE_SOURCE, kernels.COMBINE_SOURCE])
+@pytest.mark.parametrize("src", [kernels.DECODE_SOURCE, kernels.NARROW_SOURCE, kernels.COMBINE_SOURCE])
 def test_host_numbers_match_the_sources(src):
     compiler.compile_source(src, expectations(), use_cache=False, quiet=True)
 

@@ -321,3 +321,28 @@ def test_deterministic(torch):
         gc.run(case, out=out, lse=lse)
         gc.assert_bitwise_equal(out, first_out, "out of a repeated call")
         gc.assert_bitwise_equal(lse, first_lse, "lse of a repeated call")
+
+
+# --------------------------------------------------------------------------------------- both kernels on few rows
+@pytest.fixture
+def fresh_plans():
+    from flashmla_rt import _fastpath
+    _fastpath._plans.clear()          # a cached plan keeps the kernel it was built with
+    yield
+    _fastpath._plans.clear()
+
+
+@pytest.mark.parametrize("kernel", ["narrow", "seesaw"])
+@pytest.mark.parametrize("s_q, h_q, h_kv, causal, page, dtype", [
+    (1, 16, 1, False, 64, "bfloat16"), (2, 16, 1, True, 16, "float16"), (4, 16, 2, True, 256, "bfloat16"),
+    (1, 3, 1, False, 32, "float16"), (2, 8, 1, True, 128, "bfloat16")])
+def test_few_rows_both_kernels(torch, monkeypatch, fresh_plans, kernel, s_q, h_q, h_kv, causal, page, dtype):
+    """rows = s_q * h_q / h_kv <= 32 runs the narrow kernel; FLASHMLA_RT_DECODE_KERNEL=seesaw forces the other.
+    Both must match the reference on lengths around page and block boundaries."""
+    from flashmla_rt import kernels
+    if kernel == "seesaw":
+        monkeypatch.setenv("FLASHMLA_RT_DECODE_KERNEL", "seesaw")
+    assert kernels.decode_variant(s_q * h_q // h_kv).name.startswith(kernel)
+    seqlens = np.array(EDGE_LENGTHS, np.int32)
+    case = gc.make_case(len(seqlens), s_q, h_q, h_kv, seqlens, page=page, dtype=dtype, causal=causal, seed=page + h_q)
+    decode_and_check(case, f"{kernel} kernel, edge lengths")

@@ -64,7 +64,7 @@ def test_plan_launch_with_stand_ins(monkeypatch):
 
     kv_map = np.frombuffer(bytes(range(128)), np.uint8).copy()
     monkeypatch.setattr(_fastpath, "_launch_kernel", launch_kernel)
-    monkeypatch.setattr(kernels, "decode_kernel", lambda d, dev: types.SimpleNamespace(ptr=11))
+    monkeypatch.setattr(kernels, "decode_kernel", lambda d, dev, v: types.SimpleNamespace(ptr=11))
     monkeypatch.setattr(kernels, "combine_kernel", lambda d, dev: types.SimpleNamespace(ptr=22))
     monkeypatch.setattr(kernels, "kv_tensor_map", lambda *a: kv_map)
     others = {f: 1 for f in kernels.DECODE_PARAMS_FIELDS if f not in _fastpath.POINTER_FIELDS}

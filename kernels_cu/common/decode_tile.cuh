@@ -11,7 +11,7 @@ namespace fmla {
 
 constexpr int kBlockM = 64;                         // query rows per CTA
 constexpr int kBlockN = 64;                         // KV tokens per block
-constexpr int kThreads = 256;                       // two warpgroups
+[[maybe_unused]] constexpr int kThreads = 256;      // two warpgroups (seesaw kernel)
 constexpr int kTileBytes = 64 * 128;                // 64 rows x 64 16-bit values (128 B): one swizzle tile
 constexpr int kKTiles = kHeadDimK / 64;             // 9 column tiles per 576-wide row (8 of V + 1 RoPE)
 constexpr int kRowTileBytes = kKTiles * kTileBytes; // 73,728 B: 64 rows x 576
@@ -20,6 +20,8 @@ constexpr int kRowTileBytes = kKTiles * kTileBytes; // 73,728 B: 64 rows x 576
 // instruction of a warp moves 8 rows x 64 contiguous bytes (whole 32-B sectors). The swizzled destination
 // depends only on (row, sub), so per tile it is a constant offset from two bases.
 // src == nullptr zero-fills the row (cp.async with 0 source bytes reads nothing).
+// kTileStride: bytes between the 9 column tiles (64 rows x 128 B in the seesaw kernel; N rows in the narrow one).
+template <int kTileStride = kTileBytes>
 __device__ __forceinline__ void load_row_async(uint32_t buf, int row, int sub, const uint8_t* src,
                                                const void* any_valid_ptr) {
   const uint32_t n = src ? 16u : 0u;
@@ -29,11 +31,12 @@ __device__ __forceinline__ void load_row_async(uint32_t buf, int row, int sub, c
   for (int e = 0; e < 2; ++e) {
     const uint32_t dst = buf + row * 128 + (((sub + 4 * e) ^ (row & 7)) << 4);
 #pragma unroll
-    for (int t = 0; t < kKTiles; ++t) cp_async_16(dst + t * kTileBytes, s + step * (t * 128 + e * 64), n);
+    for (int t = 0; t < kKTiles; ++t) cp_async_16(dst + t * kTileStride, s + step * (t * 128 + e * 64), n);
   }
 }
 
 // Q rows of this CTA's m-block for one request: row r = s * ngroups + g of KV head hk (zeros past `rows`).
+template <int kTileStride = kTileBytes>
 __device__ __forceinline__ void load_q_tile_async(const DecodeParams& p, uint32_t sQ, int req, int m_block,
                                                   int hk, int load_row, int load_sub) {
   const uint8_t* q = static_cast<const uint8_t*>(p.q);
@@ -43,7 +46,7 @@ __device__ __forceinline__ void load_q_tile_async(const DecodeParams& p, uint32_
     const int s = r / (int)p.ngroups, h = hk * (int)p.ngroups + r % (int)p.ngroups;
     src = q + 2 * (req * p.q_stride_b + s * p.q_stride_s + h * p.q_stride_h);
   }
-  load_row_async(sQ, load_row, load_sub, src, q);
+  load_row_async<kTileStride>(sQ, load_row, load_sub, src, q);
 }
 
 // The part of request `req` that this CTA decodes, from the schedule row of its part (mla_metadata.cu).

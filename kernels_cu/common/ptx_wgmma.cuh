@@ -110,4 +110,33 @@ __device__ __forceinline__ void wgmma_m64n256k16_rs_tb(float (&d)[128], const ui
   if constexpr (kBF16) FMLA_WGMMA_M64N256K16_RS_TB("bf16"); else FMLA_WGMMA_M64N256K16_RS_TB("f16");
 }
 
+// Narrow shapes (the small-head kernel, mla_decode_narrow_sm90.cu): D[64xN] (+)= A[64x16] * B[16xN], N = 16 or 32,
+// both operands in shared memory, B K-major; kTransA = 1 reads A MN-major (imm-trans-a). accumulate = 0
+// overwrites D.
+#define FMLA_WGMMA_M64N16K16_SS(TYPE)                                                           \
+  asm volatile(                                                                              \
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %10, 0;\n"                                            \
+      "wgmma.mma_async.sync.aligned.m64n16k16.f32." TYPE "." TYPE " "                          \
+      "{%0, %1, %2, %3, %4, %5, %6, %7}, %8, %9, p, 1, 1, %11, 0;\n}\n"                       \
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]) \
+      : "l"(desc_a), "l"(desc_b), "r"(accumulate), "n"(kTransA))
+#define FMLA_WGMMA_M64N32K16_SS(TYPE)                                                           \
+  asm volatile(                                                                              \
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %18, 0;\n"                                            \
+      "wgmma.mma_async.sync.aligned.m64n32k16.f32." TYPE "." TYPE " "                          \
+      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}, %16, %17, p, 1, 1, %19, 0;\n}\n" \
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), \
+        "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]) \
+      : "l"(desc_a), "l"(desc_b), "r"(accumulate), "n"(kTransA))
+
+template <int N, bool kBF16, int kTransA>
+__device__ __forceinline__ void wgmma_narrow_ss(float (&d)[N / 2], uint64_t desc_a, uint64_t desc_b, int accumulate) {
+  static_assert(N == 16 || N == 32, "narrow wgmma: N is 16 or 32");
+  if constexpr (N == 16) {
+    if constexpr (kBF16) FMLA_WGMMA_M64N16K16_SS("bf16"); else FMLA_WGMMA_M64N16K16_SS("f16");
+  } else {
+    if constexpr (kBF16) FMLA_WGMMA_M64N32K16_SS("bf16"); else FMLA_WGMMA_M64N32K16_SS("f16");
+  }
+}
+
 }  // namespace fmla

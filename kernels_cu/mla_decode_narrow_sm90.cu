@@ -1,0 +1,332 @@
+// MLA decode for sm_90a when a KV head has few query rows (rows = s_q * h_q / h_kv <= 32): the "narrow" kernel.
+//
+// The seesaw kernel computes S = Q·Kᵀ with 64 query rows per wgmma (M is fixed at 64), so with 16 rows three
+// quarters of its tensor work is padding, and its per-block chain, not DRAM, sets the pace. Here the products
+// are transposed so the query rows are the wgmma's N (16 or 32):
+//   Sᵀ[64 tok x N] = K[64 x 576] · Qᵀ          (A = K tile, K-major; B = Q, K-major)
+//   Oᵀ[512 x N]   += Vᵀ[512 x 64] · Pᵀ[64 x N]   (A = V tile read MN-major; B = P, K-major, in shared memory)
+// so tensor work and registers scale with the real row count (Oᵀ is 4N floats per thread).
+// One consumer warpgroup does all the math of a block; a fifth warp is the producer: it reads the page ids and
+// issues the TMA loads of each 64-token block into one of two stages (9 tiles, one mbarrier each), and waits
+// for a stage's "empty" barrier (one arrival per consumer warp after its P·V) before refilling it. The column
+// (query row) maxima of a block are reduced across the four warps through shared memory; row sums stay
+// per thread until the chunk ends. Rows of the sequence's last page past its end are zeroed in V before P·V
+// (TMA loads them and they may hold NaN); pages past the end and invalid block ids are zero-filled by TMA.
+#include "common/nvrtc_shim.cuh"
+#include "common/ptx_async.cuh"
+#include "common/ptx_tma.cuh"
+#include "common/ptx_wgmma.cuh"
+#include "common/softmax.cuh"
+#include "common/decode_params.cuh"
+#include "common/decode_tile.cuh"
+#include "common/kv_tma.cuh"
+
+namespace fmla {
+namespace narrow {
+
+constexpr int kConsumerThreads = 128;
+constexpr int kThreadsNarrow = kConsumerThreads + 32;    // + one producer warp
+constexpr int kVTiles = 8;                               // V = K columns 0..511 = tiles 0..7
+
+template <int N>
+struct Plan {                                            // shared-memory offsets from a 1024-B aligned base
+  static constexpr int kQTile = N * 128;                 // one 64-column tile of Q: N rows x 128 B
+  static constexpr int kOffQ = 0;                        // [9][N][128 B]
+  static constexpr int kOffStage0 = kKTiles * kQTile;    // [9][64][128 B] (a multiple of 1024 for N = 16, 32)
+  static constexpr int kOffStage1 = kOffStage0 + kRowTileBytes;
+  static constexpr int kOffP = kOffStage1 + kRowTileBytes;   // [N][128 B]: P of the current block, K-major SW128
+  static constexpr int kOffRed = kOffP + N * 128;        // float [4 warps][N]: column maxima, then sums
+  static constexpr int kOffFull = kOffRed + 4 * N * 4;   // uint64 [2 stages][9 tiles]
+  static constexpr int kOffEmpty = kOffFull + 2 * kKTiles * 8;   // uint64 [2 stages]
+  static constexpr int kSmemUsed = kOffEmpty + 2 * 8;
+  static constexpr int kSmemBytes = kSmemUsed + 1024;
+  static_assert(kOffStage0 % 1024 == 0 && kOffP % 1024 == 0, "swizzled tiles need 1024-B alignment");
+  static_assert(kSmemBytes <= 232448, "exceeds the 227 KB opt-in shared memory of sm_90");
+};
+#ifdef FMLA_EXPECT_NARROW16_SMEM_BYTES
+static_assert(Plan<16>::kSmemBytes == FMLA_EXPECT_NARROW16_SMEM_BYTES, "kernels.NARROW16 smem differs from Plan<16>");
+static_assert(Plan<32>::kSmemBytes == FMLA_EXPECT_NARROW32_SMEM_BYTES, "kernels.NARROW32 smem differs from Plan<32>");
+static_assert(kThreadsNarrow == FMLA_EXPECT_NARROW_THREADS, "kernels.NARROW threads differ from kThreadsNarrow");
+#endif
+
+enum : int { kBarMax = 1, kBarP = 2, kBarSum = 3, kBarChunk = 4 };   // named barriers of the 128 consumers
+
+__device__ __forceinline__ void consumer_sync(int id) { named_barrier_sync_id(id, kConsumerThreads); }
+
+// ---- producer warp (lane 0): every block of every chunk of this CTA, in the consumers' order
+__device__ __forceinline__ void produce(const TmaDesc* map, const DecodeParams& p, const int* meta, int hk,
+                                        uint32_t stage0, uint32_t full0, uint32_t empty0) {
+  const int begin_req = __ldg(meta + 0), begin_blk = __ldg(meta + 1), end_req = __ldg(meta + 2),
+            end_blk = __ldg(meta + 3), begin_split = __ldg(meta + 4);
+  uint32_t g = 0;                                        // blocks issued in this CTA's lifetime
+  for (int req = begin_req; req <= end_req; ++req) {
+    const Chunk c = chunk_of(p, req, begin_req, begin_blk, end_req, end_blk, begin_split, 0);
+    for (int blk = c.first; blk < c.last; ++blk, ++g) {
+      int ids[4];
+      block_page_ids(p, c, blk, ids);                    // loaded before the wait: its latency overlaps it
+      const uint32_t s = g & 1;
+      if (g >= 2) mbarrier_wait(empty0 + 8 * s, ((g >> 1) - 1) & 1);
+      issue_block_tiles(map, p, ids, hk, blk, stage0 + s * kRowTileBytes, full0 + s * kKTiles * 8, 0, kKTiles);
+    }
+  }
+}
+
+// ---- consumer warpgroup. Accumulator fragment of m64nNk16 (ptx_wgmma.cuh): thread (warp w, lane l) holds
+// d[4j + v] at row (token / V dim) 16w + l/4 + 8(v/2) and column (query row) 8j + 2(l%4) + (v%2). Its N/4
+// columns are numbered ci = 2j + (v%2).
+template <int N>
+struct Columns {
+  int key_limit[N / 4];                                  // keys [0, key_limit) attendable (causal bottom-right)
+  float max2[N / 4];                                     // running max, log2 units
+  float sum[N / 4];                                      // this thread's partial sum (its 2 tokens per block)
+};
+
+template <int N>
+__device__ __forceinline__ int column_of(int ci, int lane) { return 8 * (ci >> 1) + 2 * (lane & 3) + (ci & 1); }
+
+// Sᵀ = K · Qᵀ for the block in `stage`, each tile's wgmmas issued as soon as that tile has landed.
+template <int N, bool kBF16>
+__device__ __forceinline__ void qk_block(float (&s)[N / 2], uint32_t sQ, uint32_t stage, uint32_t full,
+                                         uint32_t parity) {
+#pragma unroll
+  for (int t = 0; t < kKTiles; ++t) {
+    mbarrier_wait(full + 8 * t, parity);
+    wgmma_fence();
+    const uint64_t dk = desc_k_major(stage + t * kTileBytes), dq = desc_k_major(sQ + t * Plan<N>::kQTile);
+#pragma unroll
+    for (int k = 0; k < 4; ++k) wgmma_narrow_ss<N, kBF16, 0>(s, dk + ((k * 32) >> 4), dq + ((k * 32) >> 4), (t | k) != 0);
+  }
+  wgmma_commit();
+  wgmma_wait<0>();
+  fence_accumulators(s);
+}
+
+// Column maxima of the block across the warpgroup: lanes sharing l%4 within a warp, then the 4 warps
+// through shared memory. Returns the block maximum (raw scores) of each of this thread's columns.
+template <int N>
+__device__ __forceinline__ void block_column_max(float (&mx)[N / 4], float* red, int warp, int lane) {
+#pragma unroll
+  for (int ci = 0; ci < N / 4; ++ci) {
+    mx[ci] = fmaxf(mx[ci], __shfl_xor_sync(0xffffffffu, mx[ci], 4));
+    mx[ci] = fmaxf(mx[ci], __shfl_xor_sync(0xffffffffu, mx[ci], 8));
+    mx[ci] = fmaxf(mx[ci], __shfl_xor_sync(0xffffffffu, mx[ci], 16));
+    if (lane < 4) red[warp * N + column_of<N>(ci, lane)] = mx[ci];
+  }
+  consumer_sync(kBarMax);
+#pragma unroll
+  for (int ci = 0; ci < N / 4; ++ci) {
+    const int col = column_of<N>(ci, lane);
+    mx[ci] = fmaxf(fmaxf(red[col], red[N + col]), fmaxf(red[2 * N + col], red[3 * N + col]));
+  }
+}
+
+// Mask, online softmax over the block (r = rescale of the old max, applied to the partial sums), P = exp2(S c -
+// max) stored as 16-bit into the K-major P tile: element (column n, token k) at n*128 + ((k/8) ^ (n%8))*16 + 2(k%8).
+template <int N, bool kBF16>
+__device__ __forceinline__ void softmax_block(float (&s)[N / 2], Columns<N>& cs, float (&r)[N / 4], float* red,
+                                              uint32_t sP, int tok0, int warp, int lane, float scale_log2) {
+  float mx[N / 4];
+#pragma unroll
+  for (int ci = 0; ci < N / 4; ++ci) mx[ci] = neg_inf();
+#pragma unroll
+  for (int i = 0; i < N / 2; ++i) {
+    const int ci = 2 * (i >> 2) + (i & 1), tok = tok0 + 8 * ((i >> 1) & 1);
+    s[i] = (tok < cs.key_limit[ci]) ? s[i] : neg_inf();  // select, never arithmetic: NaN-safe
+    mx[ci] = fmaxf(mx[ci], s[i]);
+  }
+  block_column_max<N>(mx, red, warp, lane);
+#pragma unroll
+  for (int ci = 0; ci < N / 4; ++ci) {
+    const float new_max = fmaxf(cs.max2[ci], mx[ci] * scale_log2);
+    r[ci] = exp2_approx(cs.max2[ci] - new_max);
+    cs.max2[ci] = new_max;
+    cs.sum[ci] *= r[ci];
+  }
+  const int row_in_block = tok0 & (kBlockN - 1);
+#pragma unroll
+  for (int i = 0; i < N / 2; ++i) {
+    const int ci = 2 * (i >> 2) + (i & 1), k = row_in_block + 8 * ((i >> 1) & 1), n = column_of<N>(ci, lane);
+    const float pv = exp2_approx(fmaf(s[i], scale_log2, -cs.max2[ci]));
+    cs.sum[ci] += pv;
+    const uint32_t bits = pack2<kBF16>(pv, 0.f) & 0xffffu;
+    const uint32_t addr = sP + n * 128 + ((((k >> 3) ^ (n & 7))) << 4) + 2 * (k & 7);
+    asm volatile("st.shared.b16 [%0], %1;\n" ::"r"(addr), "h"((unsigned short)bits) : "memory");
+  }
+}
+
+// Zero V rows [valid, 64) of tiles 0..7 (the sequence ends inside this block; TMA loaded what follows it).
+__device__ __forceinline__ void zero_v_tail(uint32_t stage, int valid, int tid) {
+  const int per_tile = (kBlockN - valid) * 8;            // 16-B chunks per tile
+  for (int i = tid; i < kVTiles * per_tile; i += kConsumerThreads) {
+    const int tile = i / per_tile, rem = i % per_tile;
+    const uint32_t addr = stage + tile * kTileBytes + (valid + rem / 8) * 128 + (rem % 8) * 16;
+    asm volatile("st.shared.v4.b32 [%0], {%1, %1, %1, %1};\n" ::"r"(addr), "r"(0) : "memory");
+  }
+}
+
+template <int N>
+__device__ __forceinline__ void scale_o(float (&o)[kVTiles][N / 2], const float (&r)[N / 4]) {
+  bool unit = true;                                      // once the maxima settle r == 1: skip the multiplies
+#pragma unroll
+  for (int ci = 0; ci < N / 4; ++ci) unit = unit && r[ci] == 1.f;
+  if (__all_sync(0xffffffffu, unit)) return;
+#pragma unroll
+  for (int mt = 0; mt < kVTiles; ++mt)
+#pragma unroll
+    for (int i = 0; i < N / 2; ++i) o[mt][i] *= r[2 * (i >> 2) + (i & 1)];
+}
+
+// Oᵀ += Vᵀ · Pᵀ: V tile mt (dims 64mt..64mt+63) is the A operand read MN-major; P is B, K-major.
+template <int N, bool kBF16>
+__device__ __forceinline__ void pv_block(float (&o)[kVTiles][N / 2], uint32_t stage, uint32_t sP) {
+  const uint64_t dp = desc_k_major(sP);
+  wgmma_fence();
+#pragma unroll
+  for (int mt = 0; mt < kVTiles; ++mt) {
+    const uint64_t dv = desc_mn_major(stage + mt * kTileBytes, kTileBytes);
+#pragma unroll
+    for (int kk = 0; kk < kBlockN / 16; ++kk)
+      wgmma_narrow_ss<N, kBF16, 1>(o[mt], dv + ((kk * 2048) >> 4), dp + ((kk * 32) >> 4), 1);
+  }
+  wgmma_commit();
+  wgmma_wait<0>();
+#pragma unroll
+  for (int mt = 0; mt < kVTiles; ++mt) fence_accumulators(o[mt]);
+}
+
+// Chunk epilogue: reduce the partial sums over the warpgroup, then O / sum (16-bit to `out`, or fp32 to the
+// split workspace) and the LSE (natural log; +inf for a row with no key), straight from the fragments.
+template <int N, bool kBF16>
+__device__ __forceinline__ void store_chunk(const DecodeParams& p, const Chunk& c, const float (&o)[kVTiles][N / 2],
+                                            Columns<N>& cs, float* red, int hk, int warp, int lane) {
+  float inv[N / 4];
+#pragma unroll
+  for (int ci = 0; ci < N / 4; ++ci) {
+    float x = cs.sum[ci];
+    x += __shfl_xor_sync(0xffffffffu, x, 4);
+    x += __shfl_xor_sync(0xffffffffu, x, 8);
+    x += __shfl_xor_sync(0xffffffffu, x, 16);
+    if (lane < 4) red[warp * N + column_of<N>(ci, lane)] = x;
+  }
+  consumer_sync(kBarSum);
+  const int rows = (int)p.rows, ngroups = (int)p.ngroups;
+#pragma unroll
+  for (int ci = 0; ci < N / 4; ++ci) {
+    const int col = column_of<N>(ci, lane);
+    const float total = (red[col] + red[N + col]) + (red[2 * N + col] + red[3 * N + col]);
+    inv[ci] = (total > 0.f) ? 1.f / total : 0.f;        // empty (or NaN) row -> output 0
+    if (warp == 0 && lane < 4 && col < rows) {
+      const float lse2 = row_lse2(cs.max2[ci], total);
+      if (!c.is_split) {
+        const int s = col / ngroups, head = hk * ngroups + col % ngroups;
+        p.lse[((int64_t)c.req * p.h_q + head) * p.s_q + s] = (lse2 == neg_inf()) ? pos_inf() : lse2 * 0.69314718056f;
+      } else {
+        p.lse_accum[((int64_t)c.split_idx * p.h_kv + hk) * rows + col] = lse2;
+      }
+    }
+  }
+  const int dim0 = 16 * warp + lane / 4;
+#pragma unroll
+  for (int i = 0; i < N / 2; ++i) {
+    const int ci = 2 * (i >> 2) + (i & 1), col = column_of<N>(ci, lane), dim_hi = 8 * ((i >> 1) & 1);
+    if (col >= rows) continue;
+    const int s = col / ngroups, head = hk * ngroups + col % ngroups;
+    if (!c.is_split) {
+      unsigned short* dst = static_cast<unsigned short*>(p.out) + (((int64_t)c.req * p.s_q + s) * p.h_q + head) * kHeadDimV;
+#pragma unroll
+      for (int mt = 0; mt < kVTiles; ++mt)
+        dst[64 * mt + dim0 + dim_hi] = (unsigned short)(pack2<kBF16>(o[mt][i] * inv[ci], 0.f) & 0xffffu);
+    } else {
+      float* dst = p.o_accum + (((int64_t)c.split_idx * p.h_kv + hk) * rows + col) * kHeadDimV;
+#pragma unroll
+      for (int mt = 0; mt < kVTiles; ++mt) dst[64 * mt + dim0 + dim_hi] = o[mt][i] * inv[ci];
+    }
+  }
+}
+
+template <int N, bool kBF16>
+__device__ void consume(const DecodeParams& p, const int* meta, int hk, uint32_t base, float* red, int tid) {
+  using P = Plan<N>;
+  const uint32_t sQ = base + P::kOffQ, stage0 = base + P::kOffStage0, sP = base + P::kOffP;
+  const uint32_t full0 = base + P::kOffFull, empty0 = base + P::kOffEmpty;
+  const int lane = tid & 31, warp = __shfl_sync(0xffffffffu, tid / 32, 0);
+  const int begin_req = __ldg(meta + 0), begin_blk = __ldg(meta + 1), end_req = __ldg(meta + 2),
+            end_blk = __ldg(meta + 3), begin_split = __ldg(meta + 4);
+  const float scale_log2 = p.scale_log2;
+  uint32_t g = 0;                                        // blocks consumed in this CTA's lifetime
+
+  for (int req = begin_req; req <= end_req; ++req) {
+    const Chunk c = chunk_of(p, req, begin_req, begin_blk, end_req, end_blk, begin_split, 0);
+    Columns<N> cs;
+#pragma unroll
+    for (int ci = 0; ci < N / 4; ++ci) {
+      cs.key_limit[ci] = key_limit(p, c.seqlen, column_of<N>(ci, lane));
+      cs.max2[ci] = kMaxInit;
+      cs.sum[ci] = 0.f;
+    }
+    float o[kVTiles][N / 2];
+#pragma unroll
+    for (int mt = 0; mt < kVTiles; ++mt)
+#pragma unroll
+      for (int i = 0; i < N / 2; ++i) o[mt][i] = 0.f;
+
+    if (c.last > c.first) {
+      if (tid < 4 * N) load_q_tile_async<P::kQTile>(p, sQ, req, 0, hk, tid / 4, tid % 4);
+      cp_async_commit();
+      cp_async_wait<0>();
+      fence_proxy_async_smem();
+      consumer_sync(kBarChunk);
+      for (int blk = c.first; blk < c.last; ++blk, ++g) {
+        const uint32_t s = g & 1, stage = stage0 + s * kRowTileBytes, parity = (g >> 1) & 1;
+        float acc[N / 2], r[N / 4];
+        qk_block<N, kBF16>(acc, sQ, stage, full0 + s * kKTiles * 8, parity);
+        const int tok0 = blk * kBlockN + 16 * warp + lane / 4;
+        softmax_block<N, kBF16>(acc, cs, r, red, sP, tok0, warp, lane, scale_log2);
+        const int valid = c.seqlen - blk * kBlockN;
+        if (valid < kBlockN) zero_v_tail(stage, max(valid, 0), tid);
+        fence_proxy_async_smem();
+        consumer_sync(kBarP);                            // P (and a zeroed V tail) complete for the wgmmas
+        scale_o<N>(o, r);
+        pv_block<N, kBF16>(o, stage, sP);
+        if (lane == 0) mbarrier_arrive(empty0 + 8 * s); // this warp is done with the stage
+      }
+    }
+    store_chunk<N, kBF16>(p, c, o, cs, red, hk, warp, lane);
+    consumer_sync(kBarChunk);                            // Q and the reduction buffer are reused next chunk
+  }
+}
+
+template <int N, bool kBF16>
+__device__ void decode_cta(const TmaDesc* kv_map, const DecodeParams& p) {
+  extern __shared__ __align__(1024) uint8_t smem_raw[];
+  const uint32_t raw = smem_u32(smem_raw), base = (raw + 1023u) & ~1023u;
+  float* red = reinterpret_cast<float*>(smem_raw + (base - raw) + Plan<N>::kOffRed);
+  const int tid = threadIdx.x, hk = blockIdx.y;
+  const int* meta = p.sched_meta + blockIdx.z * 8;
+  const uint32_t full0 = base + Plan<N>::kOffFull, empty0 = base + Plan<N>::kOffEmpty;
+  if (tid == 0) {
+    prefetch_tma_desc(kv_map);
+    for (int i = 0; i < 2 * kKTiles; ++i) mbarrier_init(full0 + 8 * i, 1);
+    for (int i = 0; i < 2; ++i) mbarrier_init(empty0 + 8 * i, kConsumerThreads / 32);
+    fence_mbarrier_init();
+  }
+  __syncthreads();
+  if (tid >= kConsumerThreads) {
+    if (tid == kConsumerThreads) produce(kv_map, p, meta, hk, base + Plan<N>::kOffStage0, full0, empty0);
+    return;
+  }
+  consume<N, kBF16>(p, meta, hk, base, red, tid);
+}
+
+}  // namespace narrow
+}  // namespace fmla
+
+#define FMLA_NARROW_ENTRY(NAME, N, BF16)                                                                   \
+  extern "C" __global__ void __launch_bounds__(fmla::narrow::kThreadsNarrow, 1)                            \
+      NAME(const __grid_constant__ fmla::TmaDesc kv_map, const __grid_constant__ fmla::DecodeParams p) {   \
+    fmla::narrow::decode_cta<N, BF16>(&kv_map, p);                                                        \
+  }
+FMLA_NARROW_ENTRY(mla_decode_narrow16_bf16, 16, true)
+FMLA_NARROW_ENTRY(mla_decode_narrow16_fp16, 16, false)
+FMLA_NARROW_ENTRY(mla_decode_narrow32_bf16, 32, true)
+FMLA_NARROW_ENTRY(mla_decode_narrow32_fp16, 32, false)
