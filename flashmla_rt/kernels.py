@@ -19,13 +19,18 @@ DECODE_THREADS = 256
 # + 18 mbarriers + 256 B of prefetched page ids + 1,024 B of alignment slack.
 DECODE_SMEM_BYTES = 3 * 73728 + 6 * 256 + 18 * 8 + 256 + 1024
 # The narrow kernel (few query rows per KV head): one consumer warpgroup + one producer warp. Shared memory
-# must equal narrow::Plan<N>::kSmemBytes: Q (9 tiles of N rows) + 2 KV stages + P tile + 4 x N floats of
-# reduction + 20 mbarriers + 1,024 B of alignment slack.
+# must equal narrow::Plan<N>::kSmemBytes: Q and P (10 tiles of N rows) + N x 16 B of reduction + a ring of as
+# many 8-KB KV tile slots (each with two mbarriers) as fit the 227 KB opt-in limit + 1,024 B alignment slack.
 NARROW_THREADS = 160
+_SMEM_OPT_IN = 232448
+
+
+def narrow_ring_slots(n: int) -> int:
+    return (_SMEM_OPT_IN - (10 * n * 128 + 16 * n + 1024)) // (8192 + 16)
 
 
 def narrow_smem_bytes(n: int) -> int:
-    return 9 * n * 128 + 2 * 73728 + n * 128 + 16 * n + 20 * 8 + 1024
+    return 10 * n * 128 + narrow_ring_slots(n) * (8192 + 16) + 16 * n + 1024
 
 
 class DecodeVariant(NamedTuple):

@@ -14,7 +14,7 @@ constexpr int kBlockN = 64;                         // KV tokens per block
 [[maybe_unused]] constexpr int kThreads = 256;      // two warpgroups (seesaw kernel)
 constexpr int kTileBytes = 64 * 128;                // 64 rows x 64 16-bit values (128 B): one swizzle tile
 constexpr int kKTiles = kHeadDimK / 64;             // 9 column tiles per 576-wide row (8 of V + 1 RoPE)
-constexpr int kRowTileBytes = kKTiles * kTileBytes; // 73,728 B: 64 rows x 576
+[[maybe_unused]] constexpr int kRowTileBytes = kKTiles * kTileBytes; // 73,728 B: 64 rows x 576
 
 // Each of the 4 threads of a row copies chunks {sub, sub+4} of each of the 9 column tiles (18 x 16 B), so one
 // instruction of a warp moves 8 rows x 64 contiguous bytes (whole 32-B sectors). The swizzled destination

@@ -19,29 +19,38 @@ __device__ __forceinline__ void block_page_ids(const DecodeParams& p, const Chun
   }
 }
 
-// TMA loads of tiles t0, t0 + step, ... < t1 of 64-token block `blk` into a stage (tile t at t * kTileBytes,
-// completing on mbarrier bars + 8 t); `ids` holds the block's page ids (registers or shared memory). One thread.
+// Page ids as used by the TMA: ids from the table are never trusted, garbage ones become out of range.
+template <typename Ids>
+__device__ __forceinline__ void sanitize_page_ids(const DecodeParams& p, const Ids& ids, int (&id)[4]) {
+#pragma unroll
+  for (int bx = 0; bx < 4; ++bx) {
+    const int v = ids[bx];
+    id[bx] = (v >= 0 && v < p.num_cache_blocks) ? v : (int)p.num_cache_blocks;
+  }
+}
+
+// TMA load of column tile t of 64-token block `blk` (64 tokens x 64 dims, 8 KB) into `dst`, completing on `bar`;
+// `id` from sanitize_page_ids. One thread.
+__device__ __forceinline__ void issue_tile(const TmaDesc* map, const DecodeParams& p, const int (&id)[4], int hk,
+                                           int blk, int t, uint32_t dst, uint32_t bar) {
+  const int page_shift = (int)p.page_shift, page = 1 << page_shift;
+  const int box_rows = min(page, kBlockN), boxes = kBlockN / box_rows;
+  const int tok_in_page = (blk * kBlockN) & (page - 1);   // 0 when page <= 64
+  mbarrier_arrive_expect_tx(bar, kTileBytes);              // boxes sum to one 64x64 tile, zero-filled or not
+#pragma unroll
+  for (int bx = 0; bx < 4; ++bx)
+    if (bx < boxes) tma_load_4d(dst + bx * box_rows * 128, map, 64 * t, hk, tok_in_page, id[bx], bar);
+}
+
+// TMA loads of tiles t0, t0 + step, ... < t1 of block `blk` into a stage (tile t at t * kTileBytes, completing
+// on mbarrier bars + 8 t); `ids` holds the block's page ids (registers or shared memory). One thread.
 template <typename Ids>
 __device__ __forceinline__ void issue_block_tiles(const TmaDesc* map, const DecodeParams& p, const Ids& ids,
                                                   int hk, int blk, uint32_t stage, uint32_t bars, int t0, int t1,
                                                   int step = 1) {
-  const int page_shift = (int)p.page_shift, page = 1 << page_shift;
-  const int box_rows = min(page, kBlockN), boxes = kBlockN / box_rows;
   int id[4];
-#pragma unroll
-  for (int bx = 0; bx < 4; ++bx) {
-    const int v = ids[bx];                                 // never trusted: garbage ids become out of range
-    id[bx] = (v >= 0 && v < p.num_cache_blocks) ? v : (int)p.num_cache_blocks;
-  }
-  const int tok_in_page = (blk * kBlockN) & (page - 1);   // 0 when page <= 64
-  for (int t = t0; t < t1; t += step) {
-    mbarrier_arrive_expect_tx(bars + 8 * t, kTileBytes);   // boxes sum to one 64x64 tile, zero-filled or not
-#pragma unroll
-    for (int bx = 0; bx < 4; ++bx)
-      if (bx < boxes)
-        tma_load_4d(stage + t * kTileBytes + bx * box_rows * 128, map, 64 * t, hk, tok_in_page, id[bx],
-                    bars + 8 * t);
-  }
+  sanitize_page_ids(p, ids, id);
+  for (int t = t0; t < t1; t += step) issue_tile(map, p, id, hk, blk, t, stage + t * kTileBytes, bars + 8 * t);
 }
 
 }  // namespace fmla
