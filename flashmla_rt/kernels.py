@@ -18,10 +18,10 @@ DECODE_THREADS = 256
 # Must equal seesaw::kSmemBytes in mla_decode_sm90.cu: Q + 2 KV stages (3 x 73,728) + 6 x 256 B of row state
 # + 18 mbarriers + 256 B of prefetched page ids + 1,024 B of alignment slack.
 DECODE_SMEM_BYTES = 3 * 73728 + 6 * 256 + 18 * 8 + 256 + 1024
-# The narrow kernel (few query rows per KV head): one consumer warpgroup + one producer warp. Shared memory
+# The narrow kernel (few query rows per KV head): one consumer warpgroup + four producer warps. Shared memory
 # must equal narrow::Plan<N>::kSmemBytes: Q and P (10 tiles of N rows) + N x 16 B of reduction + a ring of as
 # many 8-KB KV tile slots (each with two mbarriers) as fit the 227 KB opt-in limit + 1,024 B alignment slack.
-NARROW_THREADS = 160
+NARROW_THREADS = 256
 _SMEM_OPT_IN = 232448
 
 

@@ -6,7 +6,7 @@
 //   Sᵀ[64 tok x N] = K[64 x 576] · Qᵀ          (A = K tile, K-major; B = Q, K-major)
 //   Oᵀ[512 x N]   += Vᵀ[512 x 64] · Pᵀ[64 x N]   (A = V tile read MN-major; B = P, K-major, in shared memory)
 // so tensor work and registers scale with the real row count (Oᵀ is 4N floats per thread).
-// One consumer warpgroup does all the math of a block; a fifth warp is the producer: it reads the page ids and
+// One consumer warpgroup does all the math of a block; four more warps are producers: they read the page ids and
 // issues the TMA loads of each 64-token block's 9 tiles into a ring of 8-KB tile slots (all the shared memory
 // Q and P leave: 25 slots for N = 16, 23 for N = 32, so ~2.5-2.8 blocks are in flight). Every slot has a
 // "full" mbarrier (TMA bytes) and an "empty" one (one arrival per consumer warp): the RoPE tile is released
@@ -27,7 +27,13 @@ namespace fmla {
 namespace narrow {
 
 constexpr int kConsumerThreads = 128;
-constexpr int kThreadsNarrow = kConsumerThreads + 32;    // + one producer warp
+#ifndef FMLA_NARROW_PRODUCER_WARPS
+#define FMLA_NARROW_PRODUCER_WARPS 4
+#endif
+// Producer warps: one TMA issue keeps its warp busy for hundreds of cycles, so the tiles are dealt round-robin
+// to several warps whose issues overlap.
+constexpr int kProducerWarps = FMLA_NARROW_PRODUCER_WARPS;
+constexpr int kThreadsNarrow = kConsumerThreads + 32 * kProducerWarps;
 constexpr int kVTiles = 8;                               // V = K columns 0..511 = tiles 0..7
 
 template <int N>
@@ -68,10 +74,11 @@ enum : int { kBarMax = 1, kBarP = 2, kBarSum = 3, kBarChunk = 4 };   // named ba
 
 __device__ __forceinline__ void consumer_sync(int id) { named_barrier_sync_id(id, kConsumerThreads); }
 
-// ---- producer warp (lane 0): every tile of every block of every chunk of this CTA, in the consumers' order
+// ---- producer warp w (lane 0): tiles T = w, w + kProducerWarps, ... of every block of every chunk of this CTA,
+// in the consumers' order
 template <int N>
 __device__ __forceinline__ void produce(const TmaDesc* map, const DecodeParams& p, const int* meta, int hk,
-                                        const Ring<N>& ring) {
+                                        const Ring<N>& ring, int w) {
   const int begin_req = __ldg(meta + 0), begin_blk = __ldg(meta + 1), end_req = __ldg(meta + 2),
             end_blk = __ldg(meta + 3), begin_split = __ldg(meta + 4);
   uint32_t g = 0;                                        // blocks issued in this CTA's lifetime
@@ -83,6 +90,7 @@ __device__ __forceinline__ void produce(const TmaDesc* map, const DecodeParams& 
       sanitize_page_ids(p, ids, id);
       for (int t = 0; t < kKTiles; ++t) {
         const uint32_t T = kKTiles * g + t;
+        if (T % kProducerWarps != (uint32_t)w) continue;
         if (T >= Plan<N>::kSlots) mbarrier_wait(ring.empty_bar(T), ((T / Plan<N>::kSlots) - 1) & 1);
         issue_tile(map, p, id, hk, blk, t, ring.tile(T), ring.full_bar(T));
       }
@@ -336,7 +344,7 @@ __device__ void decode_cta(const TmaDesc* kv_map, const DecodeParams& p) {
   }
   __syncthreads();
   if (tid >= kConsumerThreads) {
-    if (tid == kConsumerThreads) produce<N>(kv_map, p, meta, hk, ring);
+    if ((tid & 31) == 0) produce<N>(kv_map, p, meta, hk, ring, (tid - kConsumerThreads) / 32);
     return;
   }
   consume<N, kBF16>(p, meta, hk, base, red, tid);
