@@ -68,7 +68,7 @@ class LaunchPlan:
     def _kv_map_address(self, kp: int) -> int:
         """Address of the (cached) tensor map of the cache at `kp`; the map object is kept alive here."""
         if kp != self._kv_ptr:
-            self._kv_map = kernels.kv_tensor_map(kp, self.k_shape, self.k_strides)
+            self._kv_map = self.variant.kv_map(kp, self.k_shape, self.k_strides)
             self._kv_ptr, self._kv_addr = kp, self._kv_map.ctypes.data
         return self._kv_addr
 

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import os
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import numpy as np
 
@@ -18,33 +18,53 @@ DECODE_THREADS = 256
 # Must equal seesaw::kSmemBytes in mla_decode_sm90.cu: Q + 2 KV stages (3 x 73,728) + 6 x 256 B of row state
 # + 18 mbarriers + 256 B of prefetched page ids + 1,024 B of alignment slack.
 DECODE_SMEM_BYTES = 3 * 73728 + 6 * 256 + 18 * 8 + 256 + 1024
-# The narrow kernel (few query rows per KV head): one consumer warpgroup + four producer warps. Shared memory
-# must equal narrow::Plan<N>::kSmemBytes: Q and P (10 tiles of N rows) + N x 16 B of reduction + a ring of as
-# many 8-KB KV tile slots (each with two mbarriers) as fit the 227 KB opt-in limit + 1,024 B alignment slack.
-NARROW_THREADS = 256
-_SMEM_OPT_IN = 232448
-
-
-def narrow_ring_slots(n: int) -> int:
-    return (_SMEM_OPT_IN - (10 * n * 128 + 16 * n + 1024)) // (8192 + 16)
+# The narrow kernel (few query rows per KV head): one consumer warpgroup + one producer warp. Shared memory
+# must equal narrow::Plan<N>::kSmemBytes: Q and P (10 tiles of N rows) + 2 KV stages + N x 16 B of reduction
+# + 4 mbarriers + 1,024 B of alignment slack.
+NARROW_THREADS = 160
 
 
 def narrow_smem_bytes(n: int) -> int:
-    return 10 * n * 128 + narrow_ring_slots(n) * (8192 + 16) + 16 * n + 1024
+    return 10 * n * 128 + 2 * 73728 + 16 * n + 4 * 8 + 1024
+
+
+def kv_tensor_map(kcache_ptr: int, shape: tuple, strides: tuple):
+    """4-D tensor map (576, h_kv, page, num_blocks) over the paged cache, box 64 x 1 x min(page, 64) x 1."""
+    from .jit import tma
+    n_blocks, page, h_kv, d = shape
+    return tma.encode_tiled_16bit(kcache_ptr, (d, h_kv, page, n_blocks),
+                                  (2 * strides[2], 2 * strides[1], 2 * strides[0]), (64, 1, min(page, 64), 1))
+
+
+def kv_block_map(kcache_ptr: int, shape: tuple, strides: tuple):
+    """5-D tensor map whose box is a whole 64-token block (a whole page when page < 64), walked token row by
+    token row: (row elements from the head's offset, token in an 8-group, 64-column tile, 8-token group in the
+    page, page), box 64 x 8 x 9 x min(page, 64) / 8 x 1, 128-B L2 promotion. The box lands in shared memory as
+    [group][tile][8 tokens][128 B] (the narrow kernel's stage layout)."""
+    from .jit import tma
+    n_blocks, page, h_kv, d = shape
+    row_elems = (h_kv - 1) * strides[2] + d           # the kernel starts a row at hk * head stride
+    return tma.encode_tiled_16bit(kcache_ptr, (row_elems, 8, d // 64, page // 8, n_blocks),
+                                  (2 * strides[1], 128, 16 * strides[1], 2 * strides[0]),
+                                  (64, 8, d // 64, min(page, 64) // 8, 1), tma.L2_PROMOTION_128B)
 
 
 class DecodeVariant(NamedTuple):
-    """One decode kernel: its source, entry-point prefix (+ _bf16/_fp16), block size and shared memory."""
+    """One decode kernel: its source, entry-point prefix (+ _bf16/_fp16), block size, shared memory and the
+    tensor map over the KV cache it takes (a function of the cache's pointer, shape and strides)."""
     name: str
     source: str
     entry: str
     threads: int
     smem_bytes: int
+    kv_map: Callable
 
 
-SEESAW = DecodeVariant("seesaw", DECODE_SOURCE, "mla_decode", DECODE_THREADS, DECODE_SMEM_BYTES)
-NARROW16 = DecodeVariant("narrow16", NARROW_SOURCE, "mla_decode_narrow16", NARROW_THREADS, narrow_smem_bytes(16))
-NARROW32 = DecodeVariant("narrow32", NARROW_SOURCE, "mla_decode_narrow32", NARROW_THREADS, narrow_smem_bytes(32))
+SEESAW = DecodeVariant("seesaw", DECODE_SOURCE, "mla_decode", DECODE_THREADS, DECODE_SMEM_BYTES, kv_tensor_map)
+NARROW16 = DecodeVariant("narrow16", NARROW_SOURCE, "mla_decode_narrow16", NARROW_THREADS, narrow_smem_bytes(16),
+                         kv_block_map)
+NARROW32 = DecodeVariant("narrow32", NARROW_SOURCE, "mla_decode_narrow32", NARROW_THREADS, narrow_smem_bytes(32),
+                         kv_block_map)
 DECODE_VARIANTS = {v.name: v for v in (SEESAW, NARROW16, NARROW32)}
 
 
@@ -81,14 +101,6 @@ def decode_params(**fields) -> np.ndarray:
     fields.setdefault("scale_log2_pad", 0.0)
     rec = np.array([tuple(fields[name] for name in DECODE_PARAMS_DTYPE.names)], dtype=DECODE_PARAMS_DTYPE)
     return rec.view(_PARAMS_BYTES)
-
-
-def kv_tensor_map(kcache_ptr: int, shape: tuple, strides: tuple):
-    """4-D tensor map (576, h_kv, page, num_blocks) over the paged cache, box 64 x 1 x min(page, 64) x 1."""
-    from .jit import tma
-    n_blocks, page, h_kv, d = shape
-    return tma.encode_tiled_16bit(kcache_ptr, (d, h_kv, page, n_blocks),
-                                  (2 * strides[2], 2 * strides[1], 2 * strides[0]), (64, 1, min(page, 64), 1))
 
 
 def decode_kernel(dtype: str, device: int, variant: DecodeVariant = SEESAW):

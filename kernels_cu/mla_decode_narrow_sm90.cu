@@ -6,14 +6,15 @@
 //   Sᵀ[64 tok x N] = K[64 x 576] · Qᵀ          (A = K tile, K-major; B = Q, K-major)
 //   Oᵀ[512 x N]   += Vᵀ[512 x 64] · Pᵀ[64 x N]   (A = V tile read MN-major; B = P, K-major, in shared memory)
 // so tensor work and registers scale with the real row count (Oᵀ is 4N floats per thread).
-// One consumer warpgroup does all the math of a block; four more warps are producers: they read the page ids and
-// issues the TMA loads of each 64-token block's 9 tiles into a ring of 8-KB tile slots (all the shared memory
-// Q and P leave: 25 slots for N = 16, 23 for N = 32, so ~2.5-2.8 blocks are in flight). Every slot has a
-// "full" mbarrier (TMA bytes) and an "empty" one (one arrival per consumer warp): the RoPE tile is released
-// after Q·Kᵀ, the 8 V tiles after P·V, and the producer refills a slot as soon as it is empty. The column
-// (query row) maxima of a block are reduced across the four warps through shared memory; row sums stay
-// per thread until the chunk ends. Rows of the sequence's last page past its end are zeroed in V before P·V
-// (TMA loads them and they may hold NaN); pages past the end and invalid block ids are zero-filled by TMA.
+// One consumer warpgroup does all the math of a block; a fifth warp is the producer. KV is loaded a whole block
+// per TMA (one per page when page < 64) through a 5-D tensor map that walks each token row in order (row
+// elements, 8 tokens, 9 column tiles, 8-token groups, page): DRAM sees whole 1,152-B rows, and a block costs one
+// TMA issue instead of nine. Shared memory then holds a block as [token group][tile][8 tokens][128 B], which
+// wgmma reads with a 9,216-B stride between 8-row groups. Two stages, each with a "full" mbarrier (TMA bytes)
+// and an "empty" one (one arrival per consumer warp after its P·V). The column (query row) maxima of a block are
+// reduced across the four warps through shared memory; row sums stay per thread until the chunk ends. Rows of
+// the sequence's last page past its end are zeroed in V before P·V (TMA loads them and they may hold NaN);
+// pages past the end and invalid block ids are zero-filled by TMA.
 #include "common/nvrtc_shim.cuh"
 #include "common/ptx_async.cuh"
 #include "common/ptx_tma.cuh"
@@ -27,42 +28,29 @@ namespace fmla {
 namespace narrow {
 
 constexpr int kConsumerThreads = 128;
-#ifndef FMLA_NARROW_PRODUCER_WARPS
-#define FMLA_NARROW_PRODUCER_WARPS 4
-#endif
-// Producer warps: one TMA issue keeps its warp busy for hundreds of cycles, so the tiles are dealt round-robin
-// to several warps whose issues overlap.
-constexpr int kProducerWarps = FMLA_NARROW_PRODUCER_WARPS;
-constexpr int kThreadsNarrow = kConsumerThreads + 32 * kProducerWarps;
+constexpr int kThreadsNarrow = kConsumerThreads + 32;    // + one producer warp
 constexpr int kVTiles = 8;                               // V = K columns 0..511 = tiles 0..7
+constexpr int kGroupBytes = kKTiles * 1024;              // one 8-token group: 9 tiles x 8 rows x 128 B
+
+// Byte offset of (token row r, column tile t) in a stage: [r / 8][t][r % 8][128 B].
+__device__ __forceinline__ constexpr uint32_t row_offset(int r, int t) {
+  return (r >> 3) * kGroupBytes + t * 1024 + (r & 7) * 128;
+}
 
 template <int N>
 struct Plan {                                            // shared-memory offsets from a 1024-B aligned base
   static constexpr int kQTile = N * 128;                 // one 64-column tile of Q: N rows x 128 B
   static constexpr int kOffQ = 0;                        // [9][N][128 B]
   static constexpr int kOffP = kKTiles * kQTile;         // [N][128 B]: P of the current block, K-major SW128
-  static constexpr int kOffRing = kOffP + N * 128;       // [kSlots][64][128 B] KV tile slots
-  static constexpr int kFixedBytes = kOffRing + 4 * N * 4 + 1024;   // all but the slots and their barriers
-  static constexpr int kSlots = (232448 - kFixedBytes) / (kTileBytes + 16);
-  static constexpr int kOffRed = kOffRing + kSlots * kTileBytes;    // float [4 warps][N]: column maxima, then sums
-  static constexpr int kOffFull = kOffRed + 4 * N * 4;   // uint64 [kSlots]
-  static constexpr int kOffEmpty = kOffFull + kSlots * 8;   // uint64 [kSlots]
-  static constexpr int kSmemUsed = kOffEmpty + kSlots * 8;
+  static constexpr int kOffStage0 = kOffP + N * 128;     // [8 groups][9 tiles][8][128 B]: one block
+  static constexpr int kOffStage1 = kOffStage0 + kRowTileBytes;
+  static constexpr int kOffRed = kOffStage1 + kRowTileBytes;   // float [4 warps][N]: column maxima, then sums
+  static constexpr int kOffFull = kOffRed + 4 * N * 4;   // uint64 [2 stages]
+  static constexpr int kOffEmpty = kOffFull + 2 * 8;     // uint64 [2 stages]
+  static constexpr int kSmemUsed = kOffEmpty + 2 * 8;
   static constexpr int kSmemBytes = kSmemUsed + 1024;
-  static_assert(kOffP % 1024 == 0 && kOffRing % 1024 == 0, "swizzled tiles need 1024-B alignment");
-  static_assert(kSlots >= 2 * kKTiles, "the ring must hold two blocks");
+  static_assert(kOffP % 1024 == 0 && kOffStage0 % 1024 == 0, "swizzled tiles need 1024-B alignment");
   static_assert(kSmemBytes <= 232448, "exceeds the 227 KB opt-in shared memory of sm_90");
-};
-
-// Tile T = 9 g + t (tile t of the g-th block of this CTA) lives in slot T % kSlots; its n-th fill is use T / kSlots.
-template <int N>
-struct Ring {
-  uint32_t tiles, full, empty;
-  __device__ __forceinline__ uint32_t slot(uint32_t T) const { return T % Plan<N>::kSlots; }
-  __device__ __forceinline__ uint32_t tile(uint32_t T) const { return tiles + slot(T) * kTileBytes; }
-  __device__ __forceinline__ uint32_t full_bar(uint32_t T) const { return full + 8 * slot(T); }
-  __device__ __forceinline__ uint32_t empty_bar(uint32_t T) const { return empty + 8 * slot(T); }
-  __device__ __forceinline__ uint32_t parity(uint32_t T) const { return (T / Plan<N>::kSlots) & 1; }
 };
 #ifdef FMLA_EXPECT_NARROW16_SMEM_BYTES
 static_assert(Plan<16>::kSmemBytes == FMLA_EXPECT_NARROW16_SMEM_BYTES, "kernels.NARROW16 smem differs from Plan<16>");
@@ -74,26 +62,36 @@ enum : int { kBarMax = 1, kBarP = 2, kBarSum = 3, kBarChunk = 4 };   // named ba
 
 __device__ __forceinline__ void consumer_sync(int id) { named_barrier_sync_id(id, kConsumerThreads); }
 
-// ---- producer warp w (lane 0): tiles T = w, w + kProducerWarps, ... of every block of every chunk of this CTA,
-// in the consumers' order
+// TMA loads of 64-token block `blk` into `stage`: one box per min(page, 64) tokens, all on mbarrier `full`.
+// Map coordinates: (head offset in the row, token in group, tile, group in page, page id).
+__device__ __forceinline__ void issue_block(const TmaDesc* map, const DecodeParams& p, const Chunk& c, int hk,
+                                            int blk, uint32_t stage, uint32_t full) {
+  int ids[4], id[4];
+  block_page_ids(p, c, blk, ids);
+  sanitize_page_ids(p, ids, id);
+  const int page = 1 << (int)p.page_shift, box_rows = min(page, kBlockN), boxes = kBlockN / box_rows;
+  const int group0 = ((blk * kBlockN) & (page - 1)) >> 3;   // 0 when page <= 64
+  mbarrier_arrive_expect_tx(full, kRowTileBytes);        // boxes sum to one block, zero-filled or not
+#pragma unroll
+  for (int bx = 0; bx < 4; ++bx)
+    if (bx < boxes)
+      tma_load_5d(stage + bx * (box_rows / 8) * kGroupBytes, map, hk * (int)p.k_stride_head, 0, 0, group0, id[bx],
+                  full);
+}
+
+// ---- producer warp (lane 0): every block of every chunk of this CTA, in the consumers' order
 template <int N>
 __device__ __forceinline__ void produce(const TmaDesc* map, const DecodeParams& p, const int* meta, int hk,
-                                        const Ring<N>& ring, int w) {
+                                        uint32_t stage0, uint32_t full0, uint32_t empty0) {
   const int begin_req = __ldg(meta + 0), begin_blk = __ldg(meta + 1), end_req = __ldg(meta + 2),
             end_blk = __ldg(meta + 3), begin_split = __ldg(meta + 4);
   uint32_t g = 0;                                        // blocks issued in this CTA's lifetime
   for (int req = begin_req; req <= end_req; ++req) {
     const Chunk c = chunk_of(p, req, begin_req, begin_blk, end_req, end_blk, begin_split, 0);
     for (int blk = c.first; blk < c.last; ++blk, ++g) {
-      int ids[4], id[4];
-      block_page_ids(p, c, blk, ids);                    // loaded before the waits: its latency overlaps them
-      sanitize_page_ids(p, ids, id);
-      for (int t = 0; t < kKTiles; ++t) {
-        const uint32_t T = kKTiles * g + t;
-        if (T % kProducerWarps != (uint32_t)w) continue;
-        if (T >= Plan<N>::kSlots) mbarrier_wait(ring.empty_bar(T), ((T / Plan<N>::kSlots) - 1) & 1);
-        issue_tile(map, p, id, hk, blk, t, ring.tile(T), ring.full_bar(T));
-      }
+      const uint32_t s = g & 1;
+      if (g >= 2) mbarrier_wait(empty0 + 8 * s, ((g >> 1) - 1) & 1);
+      issue_block(map, p, c, hk, blk, stage0 + s * kRowTileBytes, full0 + 8 * s);
     }
   }
 }
@@ -111,14 +109,13 @@ struct Columns {
 template <int N>
 __device__ __forceinline__ int column_of(int ci, int lane) { return 8 * (ci >> 1) + 2 * (lane & 3) + (ci & 1); }
 
-// Sᵀ = K · Qᵀ for the block whose tiles start at ring index T0, each tile's wgmmas issued as soon as it has landed.
+// Sᵀ = K · Qᵀ for the block in `stage` (K tile t: K-major, 8-row groups kGroupBytes apart).
 template <int N, bool kBF16>
-__device__ __forceinline__ void qk_block(float (&s)[N / 2], uint32_t sQ, const Ring<N>& ring, uint32_t T0) {
+__device__ __forceinline__ void qk_block(float (&s)[N / 2], uint32_t sQ, uint32_t stage) {
+  wgmma_fence();
 #pragma unroll
   for (int t = 0; t < kKTiles; ++t) {
-    mbarrier_wait(ring.full_bar(T0 + t), ring.parity(T0 + t));
-    wgmma_fence();
-    const uint64_t dk = desc_k_major(ring.tile(T0 + t)), dq = desc_k_major(sQ + t * Plan<N>::kQTile);
+    const uint64_t dk = smem_desc_sw128(stage + t * 1024, 16, kGroupBytes), dq = desc_k_major(sQ + t * Plan<N>::kQTile);
 #pragma unroll
     for (int k = 0; k < 4; ++k) wgmma_narrow_ss<N, kBF16, 0>(s, dk + ((k * 32) >> 4), dq + ((k * 32) >> 4), (t | k) != 0);
   }
@@ -181,12 +178,11 @@ __device__ __forceinline__ void softmax_block(float (&s)[N / 2], Columns<N>& cs,
 }
 
 // Zero V rows [valid, 64) of tiles 0..7 (the sequence ends inside this block; TMA loaded what follows it).
-template <int N>
-__device__ __forceinline__ void zero_v_tail(const Ring<N>& ring, uint32_t T0, int valid, int tid) {
+__device__ __forceinline__ void zero_v_tail(uint32_t stage, int valid, int tid) {
   const int per_tile = (kBlockN - valid) * 8;            // 16-B chunks per tile
   for (int i = tid; i < kVTiles * per_tile; i += kConsumerThreads) {
     const int tile = i / per_tile, rem = i % per_tile;
-    const uint32_t addr = ring.tile(T0 + tile) + (valid + rem / 8) * 128 + (rem % 8) * 16;
+    const uint32_t addr = stage + row_offset(valid + rem / 8, tile) + (rem % 8) * 16;
     asm volatile("st.shared.v4.b32 [%0], {%1, %1, %1, %1};\n" ::"r"(addr), "r"(0) : "memory");
   }
 }
@@ -203,17 +199,18 @@ __device__ __forceinline__ void scale_o(float (&o)[kVTiles][N / 2], const float 
     for (int i = 0; i < N / 2; ++i) o[mt][i] *= r[2 * (i >> 2) + (i & 1)];
 }
 
-// Oᵀ += Vᵀ · Pᵀ: V tile mt (dims 64mt..64mt+63) is the A operand read MN-major; P is B, K-major.
+// Oᵀ += Vᵀ · Pᵀ: V tile mt (dims 64mt..64mt+63) is the A operand read MN-major (8-token groups kGroupBytes
+// apart, so 16 tokens = 2 groups per k-step); P is B, K-major.
 template <int N, bool kBF16>
-__device__ __forceinline__ void pv_block(float (&o)[kVTiles][N / 2], const Ring<N>& ring, uint32_t T0, uint32_t sP) {
+__device__ __forceinline__ void pv_block(float (&o)[kVTiles][N / 2], uint32_t stage, uint32_t sP) {
   const uint64_t dp = desc_k_major(sP);
   wgmma_fence();
 #pragma unroll
   for (int mt = 0; mt < kVTiles; ++mt) {
-    const uint64_t dv = desc_mn_major(ring.tile(T0 + mt), kTileBytes);
+    const uint64_t dv = smem_desc_sw128(stage + mt * 1024, kTileBytes, kGroupBytes);
 #pragma unroll
     for (int kk = 0; kk < kBlockN / 16; ++kk)
-      wgmma_narrow_ss<N, kBF16, 1>(o[mt], dv + ((kk * 2048) >> 4), dp + ((kk * 32) >> 4), 1);
+      wgmma_narrow_ss<N, kBF16, 1>(o[mt], dv + ((kk * 2 * kGroupBytes) >> 4), dp + ((kk * 32) >> 4), 1);
   }
   wgmma_commit();
   wgmma_wait<0>();
@@ -274,8 +271,8 @@ __device__ __forceinline__ void store_chunk(const DecodeParams& p, const Chunk& 
 template <int N, bool kBF16>
 __device__ void consume(const DecodeParams& p, const int* meta, int hk, uint32_t base, float* red, int tid) {
   using P = Plan<N>;
-  const uint32_t sQ = base + P::kOffQ, sP = base + P::kOffP;
-  const Ring<N> ring{base + P::kOffRing, base + P::kOffFull, base + P::kOffEmpty};
+  const uint32_t sQ = base + P::kOffQ, sP = base + P::kOffP, stage0 = base + P::kOffStage0;
+  const uint32_t full0 = base + P::kOffFull, empty0 = base + P::kOffEmpty;
   const int lane = tid & 31, warp = __shfl_sync(0xffffffffu, tid / 32, 0);
   const int begin_req = __ldg(meta + 0), begin_blk = __ldg(meta + 1), end_req = __ldg(meta + 2),
             end_blk = __ldg(meta + 3), begin_split = __ldg(meta + 4);
@@ -304,21 +301,20 @@ __device__ void consume(const DecodeParams& p, const int* meta, int hk, uint32_t
       fence_proxy_async_smem();
       consumer_sync(kBarChunk);
       for (int blk = c.first; blk < c.last; ++blk, ++g) {
-        const uint32_t T0 = kKTiles * g;
+        const uint32_t s = g & 1, stage = stage0 + s * kRowTileBytes;
         float acc[N / 2], r[N / 4];
-        qk_block<N, kBF16>(acc, sQ, ring, T0);
-        if (lane == 0) mbarrier_arrive(ring.empty_bar(T0 + kVTiles));   // the RoPE tile is dead
+        mbarrier_wait(full0 + 8 * s, (g >> 1) & 1);
+        qk_block<N, kBF16>(acc, sQ, stage);
 
         const int tok0 = blk * kBlockN + 16 * warp + lane / 4;
         softmax_block<N, kBF16>(acc, cs, r, red, sP, tok0, warp, lane, scale_log2);
         const int valid = c.seqlen - blk * kBlockN;
-        if (valid < kBlockN) zero_v_tail(ring, T0, max(valid, 0), tid);
+        if (valid < kBlockN) zero_v_tail(stage, max(valid, 0), tid);
         fence_proxy_async_smem();
         consumer_sync(kBarP);                            // P (and a zeroed V tail) complete for the wgmmas
         scale_o<N>(o, r);
-        pv_block<N, kBF16>(o, ring, T0, sP);
-        if (lane == 0)                                   // this warp is done with the V tiles
-          for (int mt = 0; mt < kVTiles; ++mt) mbarrier_arrive(ring.empty_bar(T0 + mt));
+        pv_block<N, kBF16>(o, stage, sP);
+        if (lane == 0) mbarrier_arrive(empty0 + 8 * s); // this warp is done with the stage
       }
     }
     store_chunk<N, kBF16>(p, c, o, cs, red, hk, warp, lane);
@@ -333,18 +329,18 @@ __device__ void decode_cta(const TmaDesc* kv_map, const DecodeParams& p) {
   float* red = reinterpret_cast<float*>(smem_raw + (base - raw) + Plan<N>::kOffRed);
   const int tid = threadIdx.x, hk = blockIdx.y;
   const int* meta = p.sched_meta + blockIdx.z * 8;
-  const Ring<N> ring{base + Plan<N>::kOffRing, base + Plan<N>::kOffFull, base + Plan<N>::kOffEmpty};
+  const uint32_t full0 = base + Plan<N>::kOffFull, empty0 = base + Plan<N>::kOffEmpty;
   if (tid == 0) {
     prefetch_tma_desc(kv_map);
-    for (int i = 0; i < Plan<N>::kSlots; ++i) {
-      mbarrier_init(ring.full + 8 * i, 1);
-      mbarrier_init(ring.empty + 8 * i, kConsumerThreads / 32);
+    for (int i = 0; i < 2; ++i) {
+      mbarrier_init(full0 + 8 * i, 1);
+      mbarrier_init(empty0 + 8 * i, kConsumerThreads / 32);
     }
     fence_mbarrier_init();
   }
   __syncthreads();
   if (tid >= kConsumerThreads) {
-    if ((tid & 31) == 0) produce<N>(kv_map, p, meta, hk, ring, (tid - kConsumerThreads) / 32);
+    if (tid == kConsumerThreads) produce<N>(kv_map, p, meta, hk, base + Plan<N>::kOffStage0, full0, empty0);
     return;
   }
   consume<N, kBF16>(p, meta, hk, base, red, tid);

@@ -66,12 +66,12 @@ def test_plan_launch_with_stand_ins(monkeypatch):
     monkeypatch.setattr(_fastpath, "_launch_kernel", launch_kernel)
     monkeypatch.setattr(kernels, "decode_kernel", lambda d, dev, v: types.SimpleNamespace(ptr=11))
     monkeypatch.setattr(kernels, "combine_kernel", lambda d, dev: types.SimpleNamespace(ptr=22))
-    monkeypatch.setattr(kernels, "kv_tensor_map", lambda *a: kv_map)
     others = {f: 1 for f in kernels.DECODE_PARAMS_FIELDS if f not in _fastpath.POINTER_FIELDS}
     rec = kernels.decode_params(**dict.fromkeys(_fastpath.POINTER_FIELDS, 0), **others, scale_log2=0.1)
     plan = _fastpath.LaunchPlan(device=0, out_shape=(1, 1, 16, 512), out_dtype="bfloat16", lse_shape=(1, 16, 1),
                                 o_accum_elems=1024, lse_accum_elems=4, record=rec, decode_grid=(1, 1, 2),
-                                combine_grid=(1, 2), k_shape=(4, 64, 1, 576), k_strides=(36864, 576, 576, 1))
+                                combine_grid=(1, 2), k_shape=(4, 64, 1, 576), k_strides=(36864, 576, 576, 1),
+                                variant=kernels.SEESAW._replace(kv_map=lambda *a: kv_map))
     assert plan.launch(*(FakeTensor(i) for i in range(1, 7)), 123) is not None
     (dfn, dgrid, dblock, dsmem, dstream, dargs), (cfn, cgrid, cblock, csmem, cstream, cargs) = calls
     assert (dfn, dgrid, dblock, dsmem, dstream) == (11, (1, 1, 2), (kernels.DECODE_THREADS, 1, 1),

@@ -12,6 +12,8 @@ from functools import lru_cache
 import numpy as np
 
 SWIZZLE_128B = 3
+L2_PROMOTION_NONE = 0
+L2_PROMOTION_128B = 2
 L2_PROMOTION_256B = 3
 DTYPE_UINT16 = 1          # TMA only copies bytes: one code serves bf16 and fp16
 _DESC_DTYPE = np.dtype((np.void, 128))
@@ -34,7 +36,8 @@ def _aligned_desc() -> np.ndarray:
 
 
 @lru_cache(maxsize=64)
-def encode_tiled_16bit(address: int, dims: tuple, byte_strides: tuple, box: tuple) -> np.ndarray:
+def encode_tiled_16bit(address: int, dims: tuple, byte_strides: tuple, box: tuple,
+                       l2_promotion: int = L2_PROMOTION_256B) -> np.ndarray:
     """Tensor map of a 16-bit tensor: dims innermost first, byte_strides of dims 1.., box per dim;
     128-byte swizzle (the box's inner extent must be 64 elements), out-of-range elements read as zero."""
     rank = len(dims)
@@ -42,7 +45,7 @@ def encode_tiled_16bit(address: int, dims: tuple, byte_strides: tuple, box: tupl
     rc = _encode_fn()(desc.ctypes.data, DTYPE_UINT16, rank, address,
                       (ctypes.c_uint64 * rank)(*dims), (ctypes.c_uint64 * (rank - 1))(*byte_strides),
                       (ctypes.c_uint32 * rank)(*box), (ctypes.c_uint32 * rank)(*([1] * rank)),
-                      0, SWIZZLE_128B, L2_PROMOTION_256B, 0)
+                      0, SWIZZLE_128B, l2_promotion, 0)
     if rc:
         raise RuntimeError(f"cuTensorMapEncodeTiled failed (CUresult {rc}) for dims {dims}, byte strides "
                            f"{byte_strides}, box {box} at {address:#x}")

@@ -60,6 +60,26 @@ __device__ __forceinline__ void tma_load_4d(uint32_t dst, const TmaDesc* desc, i
 #endif
 }
 
+// 5-D tiled TMA load (same conventions as tma_load_4d).
+__device__ __forceinline__ void tma_load_5d(uint32_t dst, const TmaDesc* desc, int c0, int c1, int c2, int c3, int c4,
+                                            uint32_t bar) {
+#if FMLA_TMA_EVICT_FIRST
+  uint64_t policy;
+  asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;\n" : "=l"(policy));
+  asm volatile(
+      "cp.async.bulk.tensor.5d.shared::cluster.global.tile.mbarrier::complete_tx::bytes.L2::cache_hint"
+      " [%0], [%1, {%2, %3, %4, %5, %6}], [%7], %8;\n" ::"r"(dst), "l"(desc), "r"(c0), "r"(c1), "r"(c2), "r"(c3),
+      "r"(c4), "r"(bar), "l"(policy)
+      : "memory");
+#else
+  asm volatile(
+      "cp.async.bulk.tensor.5d.shared::cluster.global.tile.mbarrier::complete_tx::bytes"
+      " [%0], [%1, {%2, %3, %4, %5, %6}], [%7];\n" ::"r"(dst), "l"(desc), "r"(c0), "r"(c1), "r"(c2), "r"(c3),
+      "r"(c4), "r"(bar)
+      : "memory");
+#endif
+}
+
 // Named-barrier halves: the producing side arrives (does not wait), the consuming side syncs.
 __device__ __forceinline__ void named_barrier_arrive(int id, int num_threads) {
   asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(num_threads) : "memory");
