@@ -37,7 +37,8 @@ struct DecodeParams {
 // Host/device contract, checked when the host passes its own numbers (tests/test_contract.py does).
 #ifdef FMLA_EXPECT_PARAMS_BYTES
 static_assert(sizeof(DecodeParams) == FMLA_EXPECT_PARAMS_BYTES, "DecodeParams size differs from DECODE_PARAMS_DTYPE");
-static_assert(__builtin_offsetof(DecodeParams, scale_log2) == FMLA_EXPECT_SCALE_OFFSET,
+// scale_log2 and its pad are the record's last 8 bytes (offsetof is not a constant expression under NVRTC 13.0).
+static_assert(sizeof(DecodeParams) - 2 * sizeof(float) == FMLA_EXPECT_SCALE_OFFSET,
               "DecodeParams.scale_log2 offset differs from DECODE_PARAMS_DTYPE");
 #endif
 
