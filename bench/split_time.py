@@ -42,7 +42,7 @@ def main():
         rec.view(np.int64)[_fastpath._PTR_INDEX] = (q.data_ptr(), kc.data_ptr(), bt.data_ptr(), sl.data_ptr(),
                                                     meta.data_ptr(), ns.data_ptr(), out.data_ptr(), lse.data_ptr(),
                                                     ws.data_ptr(), ws.data_ptr() + 4 * plan.o_accum_elems)
-        params = np.array((plan._kv_map_address(kc.data_ptr()), rec.ctypes.data), dtype=np.uintp)
+        params = np.array((*plan._kv_map_addresses(kc.data_ptr()), rec.ctypes.data), dtype=np.uintp)
         pp = params.ctypes.data
 
         def decode():
@@ -52,7 +52,7 @@ def main():
         def both():
             decode()
             _fastpath._launch_kernel(plan.combine_fn.ptr, *plan.combine_grid, 256, 1, 1, 0, stream,
-                                     pp + params.itemsize, 0)
+                                     pp + (len(params) - 1) * params.itemsize, 0)
         t_dec, t_both = time_us(decode), time_us(both)
         splits = int(ns[-1].item())
         print(f"row {r:2d} {bench.row_label(b, s_q, h_q, s_k, varlen):<30} {plan.variant.name:<9} parts {plan.decode_grid[2]:3d} "

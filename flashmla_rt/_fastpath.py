@@ -63,13 +63,13 @@ class LaunchPlan:
         self.decode_grid = tuple(decode_grid) + (1,) * (3 - len(decode_grid))
         self.combine_grid = tuple(combine_grid) + (1,) * (3 - len(combine_grid))
         self.k_shape, self.k_strides = k_shape, k_strides
-        self._kv_ptr, self._kv_map, self._kv_addr = None, None, 0
+        self._kv_ptr, self._kv_map, self._kv_addr = None, None, ()
 
-    def _kv_map_address(self, kp: int) -> int:
-        """Address of the (cached) tensor map of the cache at `kp`; the map object is kept alive here."""
+    def _kv_map_addresses(self, kp: int) -> tuple:
+        """Addresses of the (cached) tensor maps of the cache at `kp`; the map objects are kept alive here."""
         if kp != self._kv_ptr:
-            self._kv_map = self.variant.kv_map(kp, self.k_shape, self.k_strides)
-            self._kv_ptr, self._kv_addr = kp, self._kv_map.ctypes.data
+            self._kv_map = self.variant.kv_maps(kp, self.k_shape, self.k_strides)
+            self._kv_ptr, self._kv_addr = kp, tuple(m.ctypes.data for m in self._kv_map)
         return self._kv_addr
 
     def launch(self, q, k_cache, block_table, cache_seqlens, meta, num_splits, stream_ptr: int):
@@ -87,12 +87,12 @@ class LaunchPlan:
                                              lse.data_ptr(), wp, wp + 4 * self.o_accum_elems)
         # cuLaunchKernel directly (CuPy's launcher converts each argument on every call): kernelParams is an
         # array of pointers to the arguments' bytes, copied by the driver before the call returns.
-        params = np.array((self._kv_map_address(kp), record.ctypes.data), dtype=np.uintp)
+        params = np.array((*self._kv_map_addresses(kp), record.ctypes.data), dtype=np.uintp)
         pp = params.ctypes.data
         _launch_kernel(self.decode_fn.ptr, *self.decode_grid, self.variant.threads, 1, 1,
                        self.variant.smem_bytes, stream_ptr, pp, 0)
         _launch_kernel(self.combine_fn.ptr, *self.combine_grid, kernels.COMBINE_THREADS, 1, 1, 0, stream_ptr,
-                       pp + params.itemsize, 0)
+                       pp + (len(params) - 1) * params.itemsize, 0)
         return out, lse          # ws may be freed now: torch reuses it only for work queued after these launches
 
 

@@ -161,9 +161,9 @@ def _launch_decode(cache_seqlens, qt: Tensor, kt: Tensor, bt: Tensor, st: Tensor
     params = kernels.decode_params(
         q=qt.ptr, kcache=kt.ptr, block_table=bt.ptr, seqlens=st.ptr, sched_meta=mt.ptr, num_splits=nt.ptr,
         out=out_t.ptr, lse=lse_t.ptr, o_accum=alloc.ptr(o_accum), lse_accum=alloc.ptr(lse_accum), **record_args)
-    kv_map = variant.kv_map(kt.ptr, kt.shape, kt.strides)
+    kv_maps = variant.kv_maps(kt.ptr, kt.shape, kt.strides)
     kernels.decode_kernel(qt.dtype, device, variant)(
-        decode_grid, (variant.threads,), (kv_map, params), shared_mem=variant.smem_bytes, stream=stream)
+        decode_grid, (variant.threads,), (*kv_maps, params), shared_mem=variant.smem_bytes, stream=stream)
     kernels.combine_kernel(qt.dtype, device)(combine_grid, (kernels.COMBINE_THREADS,), (params,), stream=stream)
     return alloc.export(out_obj), alloc.export(lse_obj)
 

@@ -28,39 +28,44 @@ def narrow_smem_bytes(n: int) -> int:
     return 10 * n * 128 + 2 * 73728 + 16 * n + 4 * 8 + 1024
 
 
-def kv_tensor_map(kcache_ptr: int, shape: tuple, strides: tuple):
-    """4-D tensor map (576, h_kv, page, num_blocks) over the paged cache, box 64 x 1 x min(page, 64) x 1."""
+def _row_walk_map(kcache_ptr: int, shape: tuple, strides: tuple, box_tiles: int, l2_promotion: int):
+    """5-D tensor map over the paged cache [num_blocks, page, h_kv, 576] (strides in elements) that walks token
+    rows: (row elements from the head's offset, token in an 8-group, 64-column tile, 8-token group in the page,
+    page), box 64 x 8 x box_tiles x min(page, 64)/8 x 1. A box lands in shared memory as
+    [8-token group][box_tiles tiles][8 rows][128 B], 128-B swizzled; DRAM sees runs of box_tiles x 128 B."""
     from .jit import tma
     n_blocks, page, h_kv, d = shape
-    return tma.encode_tiled_16bit(kcache_ptr, (d, h_kv, page, n_blocks),
-                                  (2 * strides[2], 2 * strides[1], 2 * strides[0]), (64, 1, min(page, 64), 1))
-
-
-def kv_block_map(kcache_ptr: int, shape: tuple, strides: tuple):
-    """5-D tensor map whose box is a whole 64-token block (a whole page when page < 64), walked token row by
-    token row: (row elements from the head's offset, token in an 8-group, 64-column tile, 8-token group in the
-    page, page), box 64 x 8 x 9 x min(page, 64) / 8 x 1, 128-B L2 promotion. The box lands in shared memory as
-    [group][tile][8 tokens][128 B] (the narrow kernel's stage layout)."""
-    from .jit import tma
-    n_blocks, page, h_kv, d = shape
-    row_elems = (h_kv - 1) * strides[2] + d           # the kernel starts a row at hk * head stride
+    row_elems = (h_kv - 1) * strides[2] + d           # the kernels start a row at hk * head stride
     return tma.encode_tiled_16bit(kcache_ptr, (row_elems, 8, d // 64, page // 8, n_blocks),
                                   (2 * strides[1], 128, 16 * strides[1], 2 * strides[0]),
-                                  (64, 8, d // 64, min(page, 64) // 8, 1), tma.L2_PROMOTION_128B)
+                                  (64, 8, box_tiles, min(page, 64) // 8, 1), l2_promotion)
+
+
+def kv_region_maps(kcache_ptr: int, shape: tuple, strides: tuple) -> tuple:
+    """The seesaw kernel's maps: a box of 4 tiles (a V half of a block) and a box of 1 (the RoPE tile)."""
+    from .jit import tma
+    return (_row_walk_map(kcache_ptr, shape, strides, 4, tma.L2_PROMOTION_256B),
+            _row_walk_map(kcache_ptr, shape, strides, 1, tma.L2_PROMOTION_256B))
+
+
+def kv_block_map(kcache_ptr: int, shape: tuple, strides: tuple) -> tuple:
+    """The narrow kernel's map: a box of all 9 tiles, a whole 64-token block (a whole page below 64)."""
+    from .jit import tma
+    return (_row_walk_map(kcache_ptr, shape, strides, shape[3] // 64, tma.L2_PROMOTION_128B),)
 
 
 class DecodeVariant(NamedTuple):
     """One decode kernel: its source, entry-point prefix (+ _bf16/_fp16), block size, shared memory and the
-    tensor map over the KV cache it takes (a function of the cache's pointer, shape and strides)."""
+    tensor maps over the KV cache it takes (a function of the cache's pointer, shape and strides -> tuple)."""
     name: str
     source: str
     entry: str
     threads: int
     smem_bytes: int
-    kv_map: Callable
+    kv_maps: Callable
 
 
-SEESAW = DecodeVariant("seesaw", DECODE_SOURCE, "mla_decode", DECODE_THREADS, DECODE_SMEM_BYTES, kv_tensor_map)
+SEESAW = DecodeVariant("seesaw", DECODE_SOURCE, "mla_decode", DECODE_THREADS, DECODE_SMEM_BYTES, kv_region_maps)
 NARROW16 = DecodeVariant("narrow16", NARROW_SOURCE, "mla_decode_narrow16", NARROW_THREADS, narrow_smem_bytes(16),
                          kv_block_map)
 NARROW32 = DecodeVariant("narrow32", NARROW_SOURCE, "mla_decode_narrow32", NARROW_THREADS, narrow_smem_bytes(32),

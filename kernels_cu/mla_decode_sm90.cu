@@ -1,6 +1,6 @@
 // MLA decode for sm_90a: TMA loads and a two-warpgroup "seesaw" schedule. One CTA decodes the 64 query rows of
 // one m-block and KV head over the split-KV chunks its schedule row assigns (DecodeParams, mla_metadata.cu);
-// KV comes through a 4-D tensor map over the paged cache (576, h_kv, page, num_blocks).
+// KV comes through two 5-D tensor maps over the paged cache that walk token rows (KvMaps, below).
 //
 // Each warpgroup owns whole 64-token blocks: WG0 the even block of a pair (stage 0), WG1 the odd one (stage 1),
 // and computes S = Q·Kᵀ with N = 64. O is split by columns (WG0 O_L = O[:, :256], WG1 O_R = O[:, 256:]). The
@@ -11,10 +11,11 @@
 //   WG1: [P0 ready] O_R += (P0 r1) V0_R (smem)
 // so one warpgroup's softmax runs under the other's MMAs. P of a block is written into that block's RoPE tile
 // (K columns 512..575, dead once its owner's Q·Kᵀ is done).
-// Loads: every 64x64 tile of a stage has its own mbarrier and is refilled by TMA as soon as its last reader is
-// done: stage 0 tiles 0-3 by WG0 after its first P·V, stage 1 tiles 4-7 by WG1 after its first P·V, the rest
-// after the second P·Vs. A refill's tiles are issued by lane 0 of each of the WG's four warps in turn (one TMA
-// issue costs its warp ~200 cycles), with page ids prefetched by cp.async at the start of the pair. Each WG's
+// Loads: a stage holds a block as three regions, V_L (tiles 0-3), V_R (tiles 4-7) and the RoPE tile, each loaded
+// by one TMA (one per page below 64) that reads whole 512-B (128-B) runs of every token row, completing on its
+// own mbarrier, and refilled as soon as its last reader is done: stage 0 V_L by WG0 after its first P·V, stage 1
+// V_R by WG1 after its first P·V, the rest after the second P·Vs. Refills of two regions go to two warps (one
+// TMA issue costs its warp ~200 cycles); page ids are prefetched by cp.async at the start of the pair. Each WG's
 // Q·Kᵀ waits tile by tile, early-refilled tiles first. Once no row's max moves, the O rescale is skipped.
 // Rows of the sequence's last page past its end are loaded by TMA (they may hold NaN) and are zeroed in V before
 // P·V; pages past the end and invalid block ids get an out-of-range coordinate (TMA zero fill).
@@ -50,13 +51,48 @@ static_assert(kThreads == FMLA_EXPECT_THREADS, "kernels.DECODE_THREADS differs f
 #endif
 constexpr int kPTile = 8 * kTileBytes;                    // offset of the RoPE tile, reused for P
 
+// Stage layout: regions g = 0 (V_L, tiles 0-3), 1 (V_R, tiles 4-7), 2 (RoPE, tile 8) at g * kRegionBytes, each
+// [8-token group][its tiles][8 rows][128 B] (the order a row-walking TMA box lands in), so 8-row groups of a tile
+// are region_tiles * 1,024 B apart; the RoPE region is the plain [64 rows][128 B] tile. Region g completes on
+// the stage's mbarrier 4 g.
+constexpr int kRegionBytes = 4 * kTileBytes;
+__device__ __forceinline__ constexpr int region_of(int t) { return t >> 2; }
+__device__ __forceinline__ constexpr int region_tiles(int g) { return g < 2 ? 4 : 1; }
+__device__ __forceinline__ constexpr uint32_t tile_base(int t) { return region_of(t) * kRegionBytes + (t & 3) * 1024; }
+__device__ __forceinline__ constexpr uint32_t group_stride(int t) { return region_tiles(region_of(t)) * 1024; }
+__device__ __forceinline__ constexpr uint32_t row_offset(int r, int t) {
+  return tile_base(t) + (r >> 3) * group_stride(t) + (r & 7) * 128;
+}
+__device__ __forceinline__ uint32_t tile_bar(uint32_t bars, int t) { return bars + 32 * region_of(t); }
+
+struct KvMaps {                   // 5-D (row elements, token in 8-group, tile, 8-token group, page) over the cache
+  const TmaDesc* v;               // box 64 x 8 x 4 x min(page, 64)/8 x 1: a V region
+  const TmaDesc* rope;            // box 64 x 8 x 1 x min(page, 64)/8 x 1: the RoPE tile
+};
+
+// TMA loads of region g of 64-token block `blk` into a stage (page ids from prefetch_page_ids); one thread.
+__device__ __forceinline__ void issue_region(const KvMaps& maps, const DecodeParams& p, const int* ids, int hk,
+                                             int blk, uint32_t stage, uint32_t bars, int g) {
+  int id[4];
+  sanitize_page_ids(p, ids, id);
+  const int page = 1 << (int)p.page_shift, box_rows = min(page, kBlockN), boxes = kBlockN / box_rows;
+  const int group0 = ((blk * kBlockN) & (page - 1)) >> 3;   // 0 when page <= 64
+  const uint32_t dst = stage + g * kRegionBytes, bar = bars + 32 * g;
+  mbarrier_arrive_expect_tx(bar, region_tiles(g) * kTileBytes);   // zero-filled boxes count their bytes too
+#pragma unroll
+  for (int bx = 0; bx < 4; ++bx)
+    if (bx < boxes)
+      tma_load_5d(dst + bx * (box_rows / 8) * region_tiles(g) * 1024, g < 2 ? maps.v : maps.rope,
+                  hk * (int)p.k_stride_head, 0, 4 * g, group0, id[bx], bar);
+}
+
 // Named barriers (0 is __syncthreads). "arrive" by the producing WG, "sync" by the consuming one.
 enum : int { kBarScale0 = 1, kBarScale1 = 2, kBarP0Ready = 3, kBarP1Ready = 4, kBarWG0 = 5, kBarWG1 = 6,
              kBarRowSum = 7 };
 
 // Page ids of the (up to 4) TMA boxes of 64-token block `blk`, fetched into shared memory `ids` (int[4]) by
 // the calling thread with cp.async, so the block-table latency is off the refill's path; that thread waits with
-// cp_async_wait<0>() before issue_block_tiles reads them. Boxes past the sequence or the table get an
+// cp_async_wait<0>() before issue_region reads them. Boxes past the sequence or the table get an
 // out-of-range id, for which TMA zero-fills.
 __device__ __forceinline__ void prefetch_page_ids(const DecodeParams& p, const Chunk& c, int blk, int* ids) {
   const int page_shift = (int)p.page_shift, box_rows = min(1 << page_shift, kBlockN);
@@ -95,17 +131,14 @@ __device__ __forceinline__ constexpr int qk_tile(int idx) {
 template <bool kBF16, int kWG>
 __device__ __forceinline__ void qk_block(float (&s)[32], uint32_t sQ, uint32_t stage, uint32_t bars,
                                          uint32_t parity) {
-  const uint64_t dq = desc_k_major(sQ), dk = desc_k_major(stage);
 #pragma unroll
   for (int idx = 0; idx < kKTiles; ++idx) {
     const int t = qk_tile<kWG>(idx);
-    mbarrier_wait(bars + 8 * t, parity);
+    mbarrier_wait(tile_bar(bars, t), parity);
     wgmma_fence();
+    const uint64_t dq = desc_k_major(sQ + t * kTileBytes), dk = smem_desc_sw128(stage + tile_base(t), 16, group_stride(t));
 #pragma unroll
-    for (int k = 0; k < 4; ++k) {
-      const uint32_t off = (t * kTileBytes + k * 32) >> 4;
-      wgmma_m64n64k16_ss<kBF16>(s, dq + off, dk + off, (idx | k) != 0);
-    }
+    for (int k = 0; k < 4; ++k) wgmma_m64n64k16_ss<kBF16>(s, dq + ((k * 32) >> 4), dk + ((k * 32) >> 4), (idx | k) != 0);
   }
   wgmma_commit();
   wgmma_wait<0>();
@@ -160,13 +193,13 @@ __device__ __forceinline__ void zero_v_tail(uint32_t stage, int valid, int t_in_
   const int per_tile = (kBlockN - valid) * 8;             // 16-B chunks per tile
   for (int i = t_in_wg; i < 8 * per_tile; i += 128) {
     const int tile = i / per_tile, rem = i % per_tile;
-    const uint32_t addr = stage + tile * kTileBytes + (valid + rem / 8) * 128 + (rem % 8) * 16;
+    const uint32_t addr = stage + row_offset(valid + rem / 8, tile) + (rem % 8) * 16;
     asm volatile("st.shared.v4.b32 [%0], {%1, %1, %1, %1};\n" ::"r"(addr), "r"(0) : "memory");
   }
 }
 
 __device__ __forceinline__ void wait_tiles(uint32_t bars, int t0, int t1, uint32_t parity) {
-  for (int t = t0; t < t1; ++t) mbarrier_wait(bars + 8 * t, parity);
+  for (int t = t0; t < t1; t += 4) mbarrier_wait(tile_bar(bars, t), parity);
 }
 
 __device__ __forceinline__ int valid_rows_if_tail(const Chunk& c, int blk) {
@@ -194,15 +227,21 @@ __device__ __forceinline__ void scale_o(float (&o)[128], float r_lo, float r_hi)
   }
 }
 
+// V columns [256 half, 256 half + 256) as the MN-major B operand: 64-column tiles 1,024 B apart, 8-row groups
+// group_stride apart (16 tokens = two groups per k-step).
+__device__ __forceinline__ uint64_t desc_v_half(uint32_t stage, int half) {
+  return smem_desc_sw128(stage + half * kRegionBytes, 1024, group_stride(0));
+}
+
 // O_half += P V_half, P from registers; V columns [256 half, 256 half + 256) = tiles 4 half .. 4 half + 3.
 template <bool kBF16>
 __device__ __forceinline__ void pv_issue_rs(float (&o)[128], const uint32_t (&pa)[16], uint32_t stage, int half) {
-  const uint64_t dv = desc_mn_major(stage + half * 4 * kTileBytes, kTileBytes);
+  const uint64_t dv = desc_v_half(stage, half);
   wgmma_fence();
 #pragma unroll
   for (int kk = 0; kk < kBlockN / 16; ++kk) {
     const uint32_t a[4] = {pa[4 * kk], pa[4 * kk + 1], pa[4 * kk + 2], pa[4 * kk + 3]};
-    wgmma_m64n256k16_rs_tb<kBF16>(o, a, dv + ((kk * 2048) >> 4));
+    wgmma_m64n256k16_rs_tb<kBF16>(o, a, dv + ((kk * 2 * group_stride(0)) >> 4));
   }
   wgmma_commit();
 }
@@ -210,11 +249,11 @@ __device__ __forceinline__ void pv_issue_rs(float (&o)[128], const uint32_t (&pa
 // O_half += P V_half, P from the K-major tile `p_tile` in shared memory.
 template <bool kBF16>
 __device__ __forceinline__ void pv_issue_ss(float (&o)[128], uint32_t p_tile, uint32_t stage, int half) {
-  const uint64_t dp = desc_k_major(p_tile), dv = desc_mn_major(stage + half * 4 * kTileBytes, kTileBytes);
+  const uint64_t dp = desc_k_major(p_tile), dv = desc_v_half(stage, half);
   wgmma_fence();
 #pragma unroll
   for (int kk = 0; kk < kBlockN / 16; ++kk)
-    wgmma_m64n256k16_ss_tb<kBF16>(o, dp + ((kk * 32) >> 4), dv + ((kk * 2048) >> 4), 1);
+    wgmma_m64n256k16_ss_tb<kBF16>(o, dp + ((kk * 32) >> 4), dv + ((kk * 2 * group_stride(0)) >> 4), 1);
   wgmma_commit();
 }
 
@@ -243,13 +282,11 @@ __device__ __forceinline__ void read_scale(const float* s_max, const float* s_sc
   }
 }
 
-// Issue refills of tiles [t0, t1) of a stage with block `blk` (page ids prefetched in `ids`), if needed. Lane 0
-// of warp w of the WG issues tiles t0 + w, t0 + w + 4, ...: one TMA issue costs its warp ~200 cycles (bench/NOTES.md),
-// so the four warps share them.
-__device__ __forceinline__ void refill(bool needed, int t_in_wg, const TmaDesc* map, const DecodeParams& p,
-                                       const int* ids, int hk, int blk, uint32_t stage, uint32_t bars, int t0,
-                                       int t1) {
-  if (needed && (t_in_wg & 31) == 0) issue_block_tiles(map, p, ids, hk, blk, stage, bars, t0 + t_in_wg / 32, t1, 4);
+// Refill region g of a stage with block `blk` (page ids prefetched in `ids`), if needed, from lane 0 of warp
+// `warp` of the WG: one TMA issue costs its warp ~200 cycles (bench/NOTES.md), so two refills go to two warps.
+__device__ __forceinline__ void refill(bool needed, int t_in_wg, int warp, const KvMaps& maps, const DecodeParams& p,
+                                       const int* ids, int hk, int blk, uint32_t stage, uint32_t bars, int g) {
+  if (needed && t_in_wg == 32 * warp) issue_region(maps, p, ids, hk, blk, stage, bars, g);
 }
 
 // Lane 0 of each warp of the WG starts fetching the page ids of the blocks that will refill the two stages.
@@ -279,7 +316,7 @@ struct Smem {                     // shared-memory addresses and the per-row exc
 
 // WG0 side of one pair: owns block blk0 (stage 0) and O_L.
 template <bool kBF16>
-__device__ __forceinline__ void pair_wg0(const TmaDesc* map, const DecodeParams& p, const Chunk& c, int hk,
+__device__ __forceinline__ void pair_wg0(const KvMaps& maps, const DecodeParams& p, const Chunk& c, int hk,
                                          const Smem& sm, const PairCtx& pc, float (&o)[128], RowState (&rs)[2],
                                          int row_lo, int lane, int t_in_wg, float scale_log2) {
   float s[32], r0[2], r1[2];
@@ -312,7 +349,7 @@ __device__ __forceinline__ void pair_wg0(const TmaDesc* map, const DecodeParams&
   named_barrier_arrive(kBarP0Ready, kThreads);
   FMLA_TRACE_EVENT(0, 4, pc.index);
   wait_refill_ids(t_in_wg);
-  refill(pc.refill0, t_in_wg, map, p, ids0, hk, pc.blk0 + 2, sm.stage0, sm.bars0, 0, 4);   // V0_L is dead
+  refill(pc.refill0, t_in_wg, 0, maps, p, ids0, hk, pc.blk0 + 2, sm.stage0, sm.bars0, 0);   // V0_L is dead
   FMLA_TRACE_EVENT(0, 7, pc.index);
   fence_accumulators(o);
   scale_o(o, r1[0], r1[1]);
@@ -323,14 +360,14 @@ __device__ __forceinline__ void pair_wg0(const TmaDesc* map, const DecodeParams&
     pv_issue_ss<kBF16>(o, sm.stage1 + kPTile, sm.stage1, 0);   // O_L += P1 V1_L
     wait_pv(o);
     FMLA_TRACE_EVENT(0, 6, pc.index);
-    refill(pc.refill1, t_in_wg, map, p, ids1, hk, pc.blk1 + 2, sm.stage1, sm.bars1, 0, 4);
-    refill(pc.refill1, t_in_wg, map, p, ids1, hk, pc.blk1 + 2, sm.stage1, sm.bars1, 8, 9);
+    refill(pc.refill1, t_in_wg, 0, maps, p, ids1, hk, pc.blk1 + 2, sm.stage1, sm.bars1, 0);
+    refill(pc.refill1, t_in_wg, 1, maps, p, ids1, hk, pc.blk1 + 2, sm.stage1, sm.bars1, 2);
   }
 }
 
 // WG1 side of one pair: owns block blk1 (stage 1, if it exists) and O_R.
 template <bool kBF16>
-__device__ __forceinline__ void pair_wg1(const TmaDesc* map, const DecodeParams& p, const Chunk& c, int hk,
+__device__ __forceinline__ void pair_wg1(const KvMaps& maps, const DecodeParams& p, const Chunk& c, int hk,
                                          const Smem& sm, const PairCtx& pc, float (&o)[128], RowState (&rs)[2],
                                          int row_lo, int lane, int t_in_wg, float scale_log2) {
   float s[32], r0[2], r1[2] = {1.f, 1.f};
@@ -361,7 +398,7 @@ __device__ __forceinline__ void pair_wg1(const TmaDesc* map, const DecodeParams&
     wait_pv(o);
     FMLA_TRACE_EVENT(1, 4, pc.index);
     wait_refill_ids(t_in_wg);
-    refill(pc.refill1, t_in_wg, map, p, ids1, hk, pc.blk1 + 2, sm.stage1, sm.bars1, 4, 8);
+    refill(pc.refill1, t_in_wg, 0, maps, p, ids1, hk, pc.blk1 + 2, sm.stage1, sm.bars1, 1);
     FMLA_TRACE_EVENT(1, 7, pc.index);
   }
   named_barrier_sync_id(kBarP0Ready, kThreads);
@@ -371,11 +408,12 @@ __device__ __forceinline__ void pair_wg1(const TmaDesc* map, const DecodeParams&
   wait_pv(o);
   FMLA_TRACE_EVENT(1, 6, pc.index);
   wait_refill_ids(t_in_wg);
-  refill(pc.refill0, t_in_wg, map, p, ids0, hk, pc.blk0 + 2, sm.stage0, sm.bars0, 4, 9);
+  refill(pc.refill0, t_in_wg, 0, maps, p, ids0, hk, pc.blk0 + 2, sm.stage0, sm.bars0, 1);
+  refill(pc.refill0, t_in_wg, 1, maps, p, ids0, hk, pc.blk0 + 2, sm.stage0, sm.bars0, 2);
 }
 
 template <bool kBF16>
-__device__ void decode_cta(const TmaDesc* kv_map, const DecodeParams& p) {
+__device__ void decode_cta(const KvMaps& maps, const DecodeParams& p) {
   extern __shared__ __align__(1024) uint8_t smem_raw[];
   const uint32_t raw = smem_u32(smem_raw), base = (raw + 1023u) & ~1023u;
   uint8_t* smem = smem_raw + (base - raw);
@@ -403,7 +441,8 @@ __device__ void decode_cta(const TmaDesc* kv_map, const DecodeParams& p) {
   const float scale_log2 = (float)p.scale_log2;
 
   if (tid == 0) {
-    prefetch_tma_desc(kv_map);
+    prefetch_tma_desc(maps.v);
+    prefetch_tma_desc(maps.rope);
     for (int i = 0; i < 2 * kKTiles; ++i) mbarrier_init(sm.bars0 + 8 * i, 1);
     fence_mbarrier_init();
   }
@@ -428,8 +467,10 @@ __device__ void decode_cta(const TmaDesc* kv_map, const DecodeParams& p) {
         prefetch_page_ids(p, c, c.first, sm.ids);
         if (n > 1) prefetch_page_ids(p, c, c.first + 1, sm.ids + 4);
         cp_async_wait<0>();
-        issue_block_tiles(kv_map, p, sm.ids, hk, c.first, sm.stage0, sm.bars0, 0, kKTiles);
-        if (n > 1) issue_block_tiles(kv_map, p, sm.ids + 4, hk, c.first + 1, sm.stage1, sm.bars1, 0, kKTiles);
+        for (int g = 0; g < 3; ++g) {
+          issue_region(maps, p, sm.ids, hk, c.first, sm.stage0, sm.bars0, g);
+          if (n > 1) issue_region(maps, p, sm.ids + 4, hk, c.first + 1, sm.stage1, sm.bars1, g);
+        }
       }
       loads0 += 1;
       loads1 += (n > 1);
@@ -448,9 +489,9 @@ __device__ void decode_cta(const TmaDesc* kv_map, const DecodeParams& p) {
         pc.par1 = (loads1 - 1) & 1;
         pc.index = pairs++;
         if (wg == 0)
-          pair_wg0<kBF16>(kv_map, p, c, hk, sm, pc, o, rs, row_lo, lane, t_in_wg, scale_log2);
+          pair_wg0<kBF16>(maps, p, c, hk, sm, pc, o, rs, row_lo, lane, t_in_wg, scale_log2);
         else
-          pair_wg1<kBF16>(kv_map, p, c, hk, sm, pc, o, rs, row_lo, lane, t_in_wg, scale_log2);
+          pair_wg1<kBF16>(maps, p, c, hk, sm, pc, o, rs, row_lo, lane, t_in_wg, scale_log2);
         loads0 += pc.refill0;
         loads1 += pc.refill1;
       }
@@ -463,11 +504,11 @@ __device__ void decode_cta(const TmaDesc* kv_map, const DecodeParams& p) {
 }  // namespace seesaw
 }  // namespace fmla
 
-extern "C" __global__ void __launch_bounds__(fmla::kThreads, 1)
-    mla_decode_bf16(const __grid_constant__ fmla::TmaDesc kv_map, const __grid_constant__ fmla::DecodeParams p) {
-  fmla::seesaw::decode_cta<true>(&kv_map, p);
-}
-extern "C" __global__ void __launch_bounds__(fmla::kThreads, 1)
-    mla_decode_fp16(const __grid_constant__ fmla::TmaDesc kv_map, const __grid_constant__ fmla::DecodeParams p) {
-  fmla::seesaw::decode_cta<false>(&kv_map, p);
-}
+#define FMLA_SEESAW_ENTRY(NAME, BF16)                                                                       \
+  extern "C" __global__ void __launch_bounds__(fmla::kThreads, 1)                                           \
+      NAME(const __grid_constant__ fmla::TmaDesc kv_v, const __grid_constant__ fmla::TmaDesc kv_rope,        \
+           const __grid_constant__ fmla::DecodeParams p) {                                                   \
+    fmla::seesaw::decode_cta<BF16>(fmla::seesaw::KvMaps{&kv_v, &kv_rope}, p);                               \
+  }
+FMLA_SEESAW_ENTRY(mla_decode_bf16, true)
+FMLA_SEESAW_ENTRY(mla_decode_fp16, false)

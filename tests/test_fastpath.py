@@ -57,9 +57,9 @@ def test_plan_launch_with_stand_ins(monkeypatch):
 
     def launch_kernel(fn, gx, gy, gz, bx, by, bz, smem, stream, params, extra):
         # Read what the driver would: kernelParams -> pointers -> argument bytes (copied now, as cuLaunchKernel does).
-        n = 2 if fn == 11 else 1
+        n = 3 if fn == 11 else 1
         ptrs = (ctypes.c_uint64 * n).from_address(params)
-        sizes = (128, kernels.DECODE_PARAMS_DTYPE.itemsize) if n == 2 else (kernels.DECODE_PARAMS_DTYPE.itemsize,)
+        sizes = (128, 128, kernels.DECODE_PARAMS_DTYPE.itemsize) if n == 3 else (kernels.DECODE_PARAMS_DTYPE.itemsize,)
         calls.append((fn, (gx, gy, gz), (bx, by, bz), smem, stream, [ctypes.string_at(p, z) for p, z in zip(ptrs, sizes)]))
 
     kv_map = np.frombuffer(bytes(range(128)), np.uint8).copy()
@@ -71,18 +71,18 @@ def test_plan_launch_with_stand_ins(monkeypatch):
     plan = _fastpath.LaunchPlan(device=0, out_shape=(1, 1, 16, 512), out_dtype="bfloat16", lse_shape=(1, 16, 1),
                                 o_accum_elems=1024, lse_accum_elems=4, record=rec, decode_grid=(1, 1, 2),
                                 combine_grid=(1, 2), k_shape=(4, 64, 1, 576), k_strides=(36864, 576, 576, 1),
-                                variant=kernels.SEESAW._replace(kv_map=lambda *a: kv_map))
+                                variant=kernels.SEESAW._replace(kv_maps=lambda *a: (kv_map, kv_map[::-1].copy())))
     assert plan.launch(*(FakeTensor(i) for i in range(1, 7)), 123) is not None
     (dfn, dgrid, dblock, dsmem, dstream, dargs), (cfn, cgrid, cblock, csmem, cstream, cargs) = calls
     assert (dfn, dgrid, dblock, dsmem, dstream) == (11, (1, 1, 2), (kernels.DECODE_THREADS, 1, 1),
                                                     kernels.DECODE_SMEM_BYTES, 123)
     assert (cfn, cgrid, cblock, csmem, cstream) == (22, (1, 2, 1), (kernels.COMBINE_THREADS, 1, 1), 0, 123)
-    assert dargs[0] == kv_map.tobytes()
-    fields = np.frombuffer(dargs[1], kernels.DECODE_PARAMS_DTYPE)[0]
+    assert dargs[0] == kv_map.tobytes() and dargs[1] == kv_map[::-1].tobytes()
+    fields = np.frombuffer(dargs[2], kernels.DECODE_PARAMS_DTYPE)[0]
     assert [int(fields[f]) for f in ("q", "kcache", "num_splits", "out")] == [8192, 12288, 28672, 32768]
     assert int(fields["lse_accum"]) == int(fields["o_accum"]) + 4 * 1024
     assert fields["scale_log2"] == np.float32(0.1) and int(fields["batch"]) == 1
-    assert cargs[0] == dargs[1]
+    assert cargs[0] == dargs[2]
 
 
 def test_misaligned_pointer_declines_the_plan(monkeypatch):
