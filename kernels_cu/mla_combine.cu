@@ -2,7 +2,8 @@
 //   lse = log2 sum_k 2^lse_k,  O = sum_k 2^(lse_k - lse) O_k   (partials are already normalised).
 // One warp per (row, quarter of the 512 columns): grid (b, rows / 8, 4), a lane owns one float4. Few requests
 // with many splits (b = 1, long) would leave most SMs idle with a warp per row, and a split loop with one load
-// in flight is latency-bound: the loop keeps 4 splits' loads in flight. Rows of unsplit requests were written
+// in flight is latency-bound: each step of the loop issues 8 splits' loads (predicated past the last split) before
+// using any, so a row with 2 splits costs one round trip, not two. Rows of unsplit requests were written
 // by the decode kernel and are skipped. All partials empty -> out 0, lse +inf (FlashMLA's convention).
 #include "common/nvrtc_shim.cuh"
 #include "common/softmax.cuh"
@@ -12,7 +13,7 @@ namespace fmla {
 
 // kernels.COMBINE_THREADS and COMBINE_ROWS_PER_CTA (one warp per row). An enum, so nothing lands in the module.
 enum : int { kCombineThreads = 256, kCombineRowsPerCta = kCombineThreads / 32, kCombineColumnSplits = 4,
-             kCombineSplitsInFlight = 4 };
+             kCombineSplitsInFlight = 8 };
 #ifdef FMLA_EXPECT_COMBINE_THREADS
 static_assert(kCombineThreads == FMLA_EXPECT_COMBINE_THREADS, "kernels.COMBINE_THREADS differs");
 static_assert(kCombineRowsPerCta == FMLA_EXPECT_COMBINE_ROWS, "kernels.COMBINE_ROWS_PER_CTA differs");
@@ -72,20 +73,18 @@ __device__ void combine_row(const DecodeParams& p) {
   const float* src = p.o_accum + ((int64_t)split0 * stride + flat) * kHeadDimV + col;
   float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
   if (!empty) {
-    int k = 0;
-    for (; k + kCombineSplitsInFlight <= n_splits; k += kCombineSplitsInFlight) {
+    for (int k = 0; k < n_splits; k += kCombineSplitsInFlight) {
       float w[kCombineSplitsInFlight];
       float4 v[kCombineSplitsInFlight];
 #pragma unroll
       for (int j = 0; j < kCombineSplitsInFlight; ++j) {
-        w[j] = exp2f(lse_k[(k + j) * stride] - lse2);
-        v[j] = *reinterpret_cast<const float4*>(src + (k + j) * split_step);
+        const bool real = k + j < n_splits;               // past the last split: weight 0, nothing read
+        w[j] = real ? exp2f(lse_k[(k + j) * stride] - lse2) : 0.f;
+        v[j] = real ? *reinterpret_cast<const float4*>(src + (k + j) * split_step) : make_float4(0.f, 0.f, 0.f, 0.f);
       }
 #pragma unroll
       for (int j = 0; j < kCombineSplitsInFlight; ++j) accumulate(acc, w[j], v[j]);
     }
-    for (; k < n_splits; ++k)
-      accumulate(acc, exp2f(lse_k[k * stride] - lse2), *reinterpret_cast<const float4*>(src + k * split_step));
   }
   uint8_t* dst = static_cast<uint8_t*>(p.out) + 2 * (((int64_t)req * p.s_q + s) * p.h_q + head) * kHeadDimV;
   store4<kBF16>(dst + 2 * col, acc);
