@@ -1,8 +1,8 @@
 // MLA decode for sm_90a when a KV head has few query rows (rows = s_q * h_q / h_kv <= 32): the "narrow" kernel.
 //
 // The seesaw kernel computes S = Q·Kᵀ with 64 query rows per wgmma (M is fixed at 64), so with 16 rows three
-// quarters of its tensor work is padding, and its per-block chain, not DRAM, sets the pace. Here the products
-// are transposed so the query rows are the wgmma's N (16 or 32):
+// quarters of its tensor work is padding, and two warpgroups must exchange row maxima every block. Here the
+// products are transposed so the query rows are the wgmma's N (16 or 32):
 //   Sᵀ[64 tok x N] = K[64 x 576] · Qᵀ          (A = K tile, K-major; B = Q, K-major)
 //   Oᵀ[512 x N]   += Vᵀ[512 x 64] · Pᵀ[64 x N]   (A = V tile read MN-major; B = P, K-major, in shared memory)
 // so tensor work and registers scale with the real row count (Oᵀ is 4N floats per thread).
