@@ -5,7 +5,6 @@ Usage: python3 bench/split_time.py [rows, default 0,12,16,20,22,24,25]"""
 import statistics
 import sys
 
-import numpy as np
 import torch
 
 import flashmla_rt
@@ -37,22 +36,15 @@ def main():
         _fastpath._plans.clear()
         stream = torch.cuda.current_stream().cuda_stream
         out, lse = plan.launch(q, kc, bt, sl, meta, ns, stream)       # allocates; below we launch by hand
-        rec = plan.record.copy()
         ws = torch.empty(plan.ws_elems, dtype=torch.float32, device="cuda")
-        rec.view(np.int64)[_fastpath._PTR_INDEX] = (q.data_ptr(), kc.data_ptr(), bt.data_ptr(), sl.data_ptr(),
-                                                    meta.data_ptr(), ns.data_ptr(), out.data_ptr(), lse.data_ptr(),
-                                                    ws.data_ptr(), ws.data_ptr() + 4 * plan.o_accum_elems)
-        params = np.array((*plan._kv_map_addresses(kc.data_ptr()), rec.ctypes.data), dtype=np.uintp)
-        pp = params.ctypes.data
+        params, record = plan.kernel_params(q, kc, bt, sl, meta, ns, out, lse, ws)
 
         def decode():
-            _fastpath._launch_kernel(plan.decode_fn.ptr, *plan.decode_grid, plan.variant.threads, 1, 1,
-                                     plan.variant.smem_bytes, stream, pp, 0)
+            plan.launch_decode(params, stream)
 
         def both():
-            decode()
-            _fastpath._launch_kernel(plan.combine_fn.ptr, *plan.combine_grid, 256, 1, 1, 0, stream,
-                                     pp + (len(params) - 1) * params.itemsize, 0)
+            plan.launch_decode(params, stream)
+            plan.launch_combine(params, stream)
         t_dec, t_both = time_us(decode), time_us(both)
         splits = int(ns[-1].item())
         print(f"row {r:2d} {bench.row_label(b, s_q, h_q, s_k, varlen):<30} {plan.variant.name:<9} parts {plan.decode_grid[2]:3d} "

@@ -72,6 +72,27 @@ class LaunchPlan:
             self._kv_ptr, self._kv_addr = kp, tuple(m.ctypes.data for m in self._kv_map)
         return self._kv_addr
 
+    def kernel_params(self, q, k_cache, block_table, cache_seqlens, meta, num_splits, out, lse, ws):
+        """(kernelParams, record): the array of pointers to each argument's bytes that cuLaunchKernel takes (the
+        tensor maps, then the argument record with these tensors' pointers), and the record it points into (keep
+        both alive until the launches return; the driver copies the bytes)."""
+        wp, kp = ws.data_ptr(), k_cache.data_ptr()
+        record = self.record.copy()
+        record.view(np.int64)[_PTR_INDEX] = (q.data_ptr(), kp, block_table.data_ptr(), cache_seqlens.data_ptr(),
+                                             meta.data_ptr(), num_splits.data_ptr(), out.data_ptr(),
+                                             lse.data_ptr(), wp, wp + 4 * self.o_accum_elems)
+        return np.array((*self._kv_map_addresses(kp), record.ctypes.data), dtype=np.uintp), record
+
+    # cuLaunchKernel directly (CuPy's launcher converts each argument on every call).
+    def launch_decode(self, params: np.ndarray, stream_ptr: int) -> None:
+        _launch_kernel(self.decode_fn.ptr, *self.decode_grid, self.variant.threads, 1, 1, self.variant.smem_bytes,
+                       stream_ptr, params.ctypes.data, 0)
+
+    def launch_combine(self, params: np.ndarray, stream_ptr: int) -> None:
+        """The combine takes only the record: the last entry of `params`."""
+        _launch_kernel(self.combine_fn.ptr, *self.combine_grid, kernels.COMBINE_THREADS, 1, 1, 0, stream_ptr,
+                       params.ctypes.data + (len(params) - 1) * params.itemsize, 0)
+
     def launch(self, q, k_cache, block_table, cache_seqlens, meta, num_splits, stream_ptr: int):
         qp, kp = q.data_ptr(), k_cache.data_ptr()
         if (qp | kp) & 15:
@@ -80,19 +101,9 @@ class LaunchPlan:
         out = torch.empty(self.out_shape, dtype=self.out_dtype, device=self.torch_device)
         lse = torch.empty(self.lse_shape, dtype=torch.float32, device=self.torch_device)
         ws = torch.empty(self.ws_elems, dtype=torch.float32, device=self.torch_device)
-        wp = ws.data_ptr()
-        record = self.record.copy()
-        record.view(np.int64)[_PTR_INDEX] = (qp, kp, block_table.data_ptr(), cache_seqlens.data_ptr(),
-                                             meta.data_ptr(), num_splits.data_ptr(), out.data_ptr(),
-                                             lse.data_ptr(), wp, wp + 4 * self.o_accum_elems)
-        # cuLaunchKernel directly (CuPy's launcher converts each argument on every call): kernelParams is an
-        # array of pointers to the arguments' bytes, copied by the driver before the call returns.
-        params = np.array((*self._kv_map_addresses(kp), record.ctypes.data), dtype=np.uintp)
-        pp = params.ctypes.data
-        _launch_kernel(self.decode_fn.ptr, *self.decode_grid, self.variant.threads, 1, 1,
-                       self.variant.smem_bytes, stream_ptr, pp, 0)
-        _launch_kernel(self.combine_fn.ptr, *self.combine_grid, kernels.COMBINE_THREADS, 1, 1, 0, stream_ptr,
-                       pp + (len(params) - 1) * params.itemsize, 0)
+        params, record = self.kernel_params(q, k_cache, block_table, cache_seqlens, meta, num_splits, out, lse, ws)
+        self.launch_decode(params, stream_ptr)         # `record` stays referenced until both launches return
+        self.launch_combine(params, stream_ptr)
         return out, lse          # ws may be freed now: torch reuses it only for work queued after these launches
 
 
