@@ -86,10 +86,10 @@ __device__ void combine_row(const DecodeParams& p) {
       for (int j = 0; j < kCombineSplitsInFlight; ++j) accumulate(acc, w[j], v[j]);
     }
   }
-  uint8_t* dst = static_cast<uint8_t*>(p.out) + 2 * (((int64_t)req * p.s_q + s) * p.h_q + head) * kHeadDimV;
+  uint8_t* dst = static_cast<uint8_t*>(p.out) + 2 * out_row_offset(p, req, s, head);
   store4<kBF16>(dst + 2 * col, acc);
   if (lane == 0 && quarter == 0)
-    p.lse[((int64_t)req * p.h_q + head) * p.s_q + s] = empty ? pos_inf() : lse2 * 0.69314718056f;
+    p.lse[lse_index(p, req, s, head)] = empty ? pos_inf() : lse2 * 0.69314718056f;
 }
 
 }  // namespace fmla

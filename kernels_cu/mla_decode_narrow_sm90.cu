@@ -243,7 +243,7 @@ __device__ __forceinline__ void store_chunk(const DecodeParams& p, const Chunk& 
       const float lse2 = row_lse2(cs.max2[ci], total);
       if (!c.is_split) {
         const int s = col / ngroups, head = hk * ngroups + col % ngroups;
-        p.lse[((int64_t)c.req * p.h_q + head) * p.s_q + s] = (lse2 == neg_inf()) ? pos_inf() : lse2 * 0.69314718056f;
+        p.lse[lse_index(p, c.req, s, head)] = (lse2 == neg_inf()) ? pos_inf() : lse2 * 0.69314718056f;
       } else {
         p.lse_accum[((int64_t)c.split_idx * p.h_kv + hk) * rows + col] = lse2;
       }
@@ -256,7 +256,7 @@ __device__ __forceinline__ void store_chunk(const DecodeParams& p, const Chunk& 
     if (col >= rows) continue;
     const int s = col / ngroups, head = hk * ngroups + col % ngroups;
     if (!c.is_split) {
-      unsigned short* dst = static_cast<unsigned short*>(p.out) + (((int64_t)c.req * p.s_q + s) * p.h_q + head) * kHeadDimV;
+      unsigned short* dst = static_cast<unsigned short*>(p.out) + out_row_offset(p, c.req, s, head);
 #pragma unroll
       for (int mt = 0; mt < kVTiles; ++mt)
         dst[64 * mt + dim0 + dim_hi] = (unsigned short)(pack2<kBF16>(o[mt][i] * inv[ci], 0.f) & 0xffffu);

@@ -34,6 +34,15 @@ struct DecodeParams {
   float scale_log2_pad;
 };
 
+// Where the final results of (request, query token s, head) go: the first of its 512 outputs (16-bit elements of
+// `out`), and its LSE slot.
+__device__ __forceinline__ int64_t out_row_offset(const DecodeParams& p, int req, int s, int head) {
+  return (((int64_t)req * p.s_q + s) * p.h_q + head) * kHeadDimV;
+}
+__device__ __forceinline__ int64_t lse_index(const DecodeParams& p, int req, int s, int head) {
+  return ((int64_t)req * p.h_q + head) * p.s_q + s;
+}
+
 // Host/device contract, checked when the host passes its own numbers (tests/test_contract.py does).
 #ifdef FMLA_EXPECT_PARAMS_BYTES
 static_assert(sizeof(DecodeParams) == FMLA_EXPECT_PARAMS_BYTES, "DecodeParams size differs from DECODE_PARAMS_DTYPE");

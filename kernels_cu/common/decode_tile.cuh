@@ -137,13 +137,12 @@ __device__ __forceinline__ void store_chunk(const DecodeParams& p, const Chunk& 
     const int col0 = 256 * wg + 2 * (lane & 3);
     if (!c.is_split) {
       uint32_t* dst = reinterpret_cast<uint32_t*>(static_cast<uint8_t*>(p.out) +
-                                                  2 * (((int64_t)c.req * p.s_q + s) * p.h_q + head) * kHeadDimV);
+                                                  2 * out_row_offset(p, c.req, s, head));
 #pragma unroll
       for (int j = 0; j < 32; ++j)
         dst[(col0 + 8 * j) / 2] = pack2<kBF16>(o[4 * j + 2 * h] * inv[h], o[4 * j + 2 * h + 1] * inv[h]);
       if (wg == 0 && (lane & 3) == 0)
-        p.lse[((int64_t)c.req * p.h_q + head) * p.s_q + s] =
-            (lse2[h] == neg_inf()) ? pos_inf() : lse2[h] * 0.69314718056f;
+        p.lse[lse_index(p, c.req, s, head)] = (lse2[h] == neg_inf()) ? pos_inf() : lse2[h] * 0.69314718056f;
     } else {
       const int64_t acc_row = ((int64_t)c.split_idx * p.h_kv + hk) * rows + r;
       float2* dst = reinterpret_cast<float2*>(p.o_accum + acc_row * kHeadDimV);
