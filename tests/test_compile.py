@@ -420,3 +420,13 @@ def test_import_without_cupy(tmp_path):
                        timeout=60)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "ok"
+
+
+def test_a_repeat_compile_without_a_report_reuses_the_first(monkeypatch):
+    """NVRTC 13.0 can omit the ptxas report when a source is compiled again in the same process: the earlier
+    report of the same source and options stands in for it."""
+    first = compiler.compile_source(FAST_SOURCE, use_cache=False, quiet=True)
+    assert first.reports
+    monkeypatch.setattr(compiler, "parse_ptxas_log", lambda log: ())
+    again = compiler.compile_source(FAST_SOURCE, use_cache=False, quiet=True)
+    assert again.reports == first.reports and again.cubin == first.cubin
