@@ -48,7 +48,7 @@ class LaunchPlan:
                  "_kv_ptr", "_kv_map", "_kv_addr")
 
     def __init__(self, *, device, out_shape, out_dtype, lse_shape, o_accum_elems, lse_accum_elems, record,
-                 decode_grid, combine_grid, k_shape, k_strides, variant=kernels.SEESAW):
+                 decode_grid, combine_grid, k_shape, k_strides, variant=kernels.SEESAW, combine_wide=False):
         import torch
         self.device = device
         self.torch_device = torch.device("cuda", device)
@@ -59,7 +59,7 @@ class LaunchPlan:
         self.record = np.array(record, copy=True)
         self.variant = variant
         self.decode_fn = kernels.decode_kernel(out_dtype, device, variant)
-        self.combine_fn = kernels.combine_kernel(out_dtype, device)
+        self.combine_fn = kernels.combine_kernel(out_dtype, device, combine_wide)
         self.decode_grid = tuple(decode_grid) + (1,) * (3 - len(decode_grid))
         self.combine_grid = tuple(combine_grid) + (1,) * (3 - len(combine_grid))
         self.k_shape, self.k_strides = k_shape, k_strides

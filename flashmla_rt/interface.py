@@ -134,7 +134,7 @@ def _launch_decode(cache_seqlens, qt: Tensor, kt: Tensor, bt: Tensor, st: Tensor
     variant = kernels.decode_variant(rows)
     m_blocks = -(-rows // schedule.BLOCK_M)
     decode_grid = (m_blocks, h_kv, parts)
-    combine_grid = (b, -(-(h_kv * rows) // kernels.COMBINE_ROWS_PER_CTA), kernels.COMBINE_COLUMN_SPLITS)
+    combine_wide, combine_grid = kernels.combine_launch(b, h_kv, rows)
     record_args = dict(
         q_stride_b=qt.strides[0], q_stride_s=qt.strides[1], q_stride_h=qt.strides[2],
         k_stride_block=kt.strides[0], k_stride_token=kt.strides[1], k_stride_head=kt.strides[2],
@@ -149,7 +149,7 @@ def _launch_decode(cache_seqlens, qt: Tensor, kt: Tensor, bt: Tensor, st: Tensor
             o_accum_elems=math.prod(o_accum_shape), lse_accum_elems=math.prod(lse_accum_shape),
             record=kernels.decode_params(**dict.fromkeys(_fastpath.POINTER_FIELDS, 0), **record_args),
             decode_grid=decode_grid, combine_grid=combine_grid, k_shape=kt.shape, k_strides=kt.strides,
-            variant=variant)
+            variant=variant, combine_wide=combine_wide)
         _fastpath.remember(sig, plan)
         return plan.launch(qt.obj, kt.obj, bt.obj, st.obj, mt.obj, nt.obj, stream.ptr)
 
@@ -164,7 +164,7 @@ def _launch_decode(cache_seqlens, qt: Tensor, kt: Tensor, bt: Tensor, st: Tensor
     kv_maps = variant.kv_maps(kt.ptr, kt.shape, kt.strides)
     kernels.decode_kernel(qt.dtype, device, variant)(
         decode_grid, (variant.threads,), (*kv_maps, params), shared_mem=variant.smem_bytes, stream=stream)
-    kernels.combine_kernel(qt.dtype, device)(combine_grid, (kernels.COMBINE_THREADS,), (params,), stream=stream)
+    kernels.combine_kernel(qt.dtype, device, combine_wide)(combine_grid, (kernels.COMBINE_THREADS,), (params,), stream=stream)
     return alloc.export(out_obj), alloc.export(lse_obj)
 
 

@@ -14,10 +14,10 @@ COMBINE_SOURCE = "mla_combine.cu"
 METADATA_SOURCE = "mla_metadata.cu"
 ALL_SOURCES = (METADATA_SOURCE, COMBINE_SOURCE, DECODE_SOURCE, NARROW_SOURCE)
 
-DECODE_THREADS = 256
+DECODE_THREADS = 384                # two consumer warpgroups + one producer warpgroup
 # Must equal seesaw::kSmemBytes in mla_decode_sm90.cu: Q + 2 KV stages (3 x 73,728) + 6 x 256 B of row state
-# + 18 mbarriers + 256 B of prefetched page ids + 1,024 B of alignment slack.
-DECODE_SMEM_BYTES = 3 * 73728 + 6 * 256 + 18 * 8 + 256 + 1024
+# + 18 "full" and 6 "empty" mbarriers + the producer's copy of the schedule (5 ints) + 1,024 B of alignment slack.
+DECODE_SMEM_BYTES = 3 * 73728 + 6 * 256 + 18 * 8 + 6 * 8 + 5 * 4 + 1024
 # The narrow kernel (few query rows per KV head): one consumer warpgroup + one producer warp. Shared memory
 # must equal narrow::Plan<N>::kSmemBytes: Q and P (10 tiles of N rows) + 2 KV stages + N x 16 B of reduction
 # + 4 mbarriers + 1,024 B of alignment slack.
@@ -84,6 +84,15 @@ def decode_variant(rows: int) -> DecodeVariant:
 COMBINE_THREADS = 256
 COMBINE_ROWS_PER_CTA = 8
 COMBINE_COLUMN_SPLITS = 4           # grid.z: each CTA merges one quarter of the 512 columns
+COMBINE_WIDE_MAX_ROWS = 1024        # up to this many (request, KV head, row) rows: the 8-warps-per-row combine
+
+
+def combine_launch(b: int, h_kv: int, rows: int) -> tuple:
+    """(wide, grid) of the combine: few rows in all (b = 1 or 4: long requests, many splits each) get one CTA per
+    row whose 8 warps share the splits; otherwise one warp per row."""
+    if b * h_kv * rows <= COMBINE_WIDE_MAX_ROWS:
+        return True, (b, h_kv * rows, COMBINE_COLUMN_SPLITS)
+    return False, (b, -(-(h_kv * rows) // COMBINE_ROWS_PER_CTA), COMBINE_COLUMN_SPLITS)
 
 _SUFFIX = {"bfloat16": "bf16", "float16": "fp16"}
 
@@ -113,9 +122,9 @@ def decode_kernel(dtype: str, device: int, variant: DecodeVariant = SEESAW):
     return module.get_function(variant.source, f"{variant.entry}_{_SUFFIX[dtype]}", device, variant.smem_bytes)
 
 
-def combine_kernel(dtype: str, device: int):
+def combine_kernel(dtype: str, device: int, wide: bool = False):
     _join_background()
-    return module.get_function(COMBINE_SOURCE, f"mla_combine_{_SUFFIX[dtype]}", device)
+    return module.get_function(COMBINE_SOURCE, f"mla_combine_{'wide_' if wide else ''}{_SUFFIX[dtype]}", device)
 
 
 def metadata_kernel(device: int):

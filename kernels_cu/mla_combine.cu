@@ -1,9 +1,10 @@
 // Merge split-KV partials: for each (request, KV head, packed row) with more than one split,
 //   lse = log2 sum_k 2^lse_k,  O = sum_k 2^(lse_k - lse) O_k   (partials are already normalised).
-// One warp per (row, quarter of the 512 columns): grid (b, rows / 8, 4), a lane owns one float4. Few requests
-// with many splits (b = 1, long) would leave most SMs idle with a warp per row, and a split loop with one load
-// in flight is latency-bound: each step of the loop issues 8 splits' loads (predicated past the last split) before
-// using any, so a row with 2 splits costs one round trip, not two. Rows of unsplit requests were written
+// Many rows (mla_combine_*): one warp per (row, quarter of the 512 columns), grid (b, rows / 8, 4), a lane owns one
+// float4. Few rows (mla_combine_wide_*, kernels.py picks it): that would leave most SMs idle, so one CTA per (row,
+// quarter) and its 8 warps share the splits. A split loop with one load in flight is latency-bound: each step
+// issues 8 splits' loads (predicated past the last split) before using any, so a row with 2 splits costs one
+// round trip, not two. Rows of unsplit requests were written
 // by the decode kernel and are skipped. All partials empty -> out 0, lse +inf (FlashMLA's convention).
 #include "common/nvrtc_shim.cuh"
 #include "common/softmax.cuh"
@@ -42,62 +43,124 @@ __device__ __forceinline__ void accumulate(float4& acc, float w, float4 v) {
   acc.w += use ? w * v.w : 0.f;
 }
 
-template <bool kBF16>
-__device__ void combine_row(const DecodeParams& p) {
-  const int req = blockIdx.x;
-  const int flat = blockIdx.y * kCombineRowsPerCta + threadIdx.x / 32;   // hk * rows + r
-  const int lane = threadIdx.x & 31;
-  const int rows = (int)p.rows;
-  if (flat >= p.h_kv * rows) return;
-  const int split0 = p.num_splits[req], n_splits = p.num_splits[req + 1] - split0;
-  if (n_splits <= 1) return;
-  const int hk = flat / rows, r = flat % rows;
-  const int s = r / (int)p.ngroups, head = hk * (int)p.ngroups + r % (int)p.ngroups;
-  const int64_t stride = p.h_kv * rows;                        // between consecutive splits of one row
-  const float* lse_k = p.lse_accum + (int64_t)split0 * stride + flat;
+// One (request, KV head, packed row) to merge: where its partials are.
+struct CombineRow {
+  int req, flat, split0, n_splits, s, head;
+  int64_t stride;                                               // between consecutive splits of one row
+  const float* lse_k;                                           // log2 LSE of split k at lse_k[k * stride]
+};
 
+__device__ __forceinline__ CombineRow combine_row_of(const DecodeParams& p, int req, int flat) {
+  CombineRow c;
+  const int rows = (int)p.rows;
+  c.req = req;
+  c.flat = flat;                                                // hk * rows + r
+  c.split0 = p.num_splits[req];
+  c.n_splits = p.num_splits[req + 1] - c.split0;
+  const int hk = flat / rows, r = flat % rows;
+  c.s = r / (int)p.ngroups;
+  c.head = hk * (int)p.ngroups + r % (int)p.ngroups;
+  c.stride = p.h_kv * rows;
+  c.lse_k = p.lse_accum + (int64_t)c.split0 * c.stride + flat;
+  return c;
+}
+
+// log2 of the merged LSE (-inf when every partial is empty); the 32 lanes of a warp share the splits.
+__device__ __forceinline__ float merged_lse2(const CombineRow& c, int lane) {
   float mx = neg_inf();
-  for (int k = lane; k < n_splits; k += 32) mx = fmaxf(mx, lse_k[k * stride]);
+  for (int k = lane; k < c.n_splits; k += 32) mx = fmaxf(mx, c.lse_k[k * c.stride]);
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
   float sum = 0.f;
   if (mx != neg_inf())
-    for (int k = lane; k < n_splits; k += 32) sum += exp2f(lse_k[k * stride] - mx);
+    for (int k = lane; k < c.n_splits; k += 32) sum += exp2f(c.lse_k[k * c.stride] - mx);
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
-  const bool empty = !(sum > 0.f);
-  const float lse2 = empty ? neg_inf() : mx + log2f(sum);
+  return (sum > 0.f) ? mx + log2f(sum) : neg_inf();
+}
 
-  const int quarter = blockIdx.z, col = (kHeadDimV / kCombineColumnSplits) * quarter + 4 * lane;
-  const int64_t split_step = stride * kHeadDimV;               // floats between one row's consecutive partials
-  const float* src = p.o_accum + ((int64_t)split0 * stride + flat) * kHeadDimV + col;
+// sum over splits k = k0, k0 + step, ... of 2^(lse_k - lse2) O_k at this lane's 4 columns `col`: each step of the
+// loop issues kCombineSplitsInFlight splits' loads (predicated past the last split) before using any.
+__device__ __forceinline__ float4 weighted_sum(const DecodeParams& p, const CombineRow& c, float lse2, int col,
+                                               int k0, int step) {
+  const int64_t split_step = c.stride * kHeadDimV;              // floats between one row's consecutive partials
+  const float* src = p.o_accum + ((int64_t)c.split0 * c.stride + c.flat) * kHeadDimV + col;
   float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
-  if (!empty) {
-    for (int k = 0; k < n_splits; k += kCombineSplitsInFlight) {
-      float w[kCombineSplitsInFlight];
-      float4 v[kCombineSplitsInFlight];
+  for (int k = k0; k < c.n_splits; k += kCombineSplitsInFlight * step) {
+    float w[kCombineSplitsInFlight];
+    float4 v[kCombineSplitsInFlight];
 #pragma unroll
-      for (int j = 0; j < kCombineSplitsInFlight; ++j) {
-        const bool real = k + j < n_splits;               // past the last split: weight 0, nothing read
-        w[j] = real ? exp2f(lse_k[(k + j) * stride] - lse2) : 0.f;
-        v[j] = real ? *reinterpret_cast<const float4*>(src + (k + j) * split_step) : make_float4(0.f, 0.f, 0.f, 0.f);
-      }
-#pragma unroll
-      for (int j = 0; j < kCombineSplitsInFlight; ++j) accumulate(acc, w[j], v[j]);
+    for (int j = 0; j < kCombineSplitsInFlight; ++j) {
+      const int kj = k + j * step;
+      const bool real = kj < c.n_splits;                        // past the last split: weight 0, nothing read
+      w[j] = real ? exp2f(c.lse_k[kj * c.stride] - lse2) : 0.f;
+      v[j] = real ? *reinterpret_cast<const float4*>(src + kj * split_step) : make_float4(0.f, 0.f, 0.f, 0.f);
     }
+#pragma unroll
+    for (int j = 0; j < kCombineSplitsInFlight; ++j) accumulate(acc, w[j], v[j]);
   }
-  uint8_t* dst = static_cast<uint8_t*>(p.out) + 2 * out_row_offset(p, req, s, head);
+  return acc;
+}
+
+// out[req, s, head, col..col+3] = acc (16-bit); lse (natural log, +inf when empty) once per row.
+template <bool kBF16>
+__device__ __forceinline__ void store_row(const DecodeParams& p, const CombineRow& c, float lse2, float4 acc, int col,
+                                          bool write_lse) {
+  uint8_t* dst = static_cast<uint8_t*>(p.out) + 2 * out_row_offset(p, c.req, c.s, c.head);
   store4<kBF16>(dst + 2 * col, acc);
-  if (lane == 0 && quarter == 0)
-    p.lse[lse_index(p, req, s, head)] = empty ? pos_inf() : lse2 * 0.69314718056f;
+  if (write_lse)
+    p.lse[lse_index(p, c.req, c.s, c.head)] = (lse2 == neg_inf()) ? pos_inf() : lse2 * 0.69314718056f;
+}
+
+// Many rows: one warp per (row, column quarter), all of its splits.
+template <bool kBF16>
+__device__ void combine_rows(const DecodeParams& p) {
+  const int flat = blockIdx.y * kCombineRowsPerCta + threadIdx.x / 32, lane = threadIdx.x & 31;
+  if (flat >= p.h_kv * p.rows) return;
+  const CombineRow c = combine_row_of(p, blockIdx.x, flat);
+  if (c.n_splits <= 1) return;
+  const float lse2 = merged_lse2(c, lane);
+  const int col = (kHeadDimV / kCombineColumnSplits) * blockIdx.z + 4 * lane;
+  const float4 acc = lse2 == neg_inf() ? make_float4(0.f, 0.f, 0.f, 0.f) : weighted_sum(p, c, lse2, col, 0, 1);
+  store_row<kBF16>(p, c, lse2, acc, col, lane == 0 && blockIdx.z == 0);
+}
+
+// Few rows, many splits (b = 1 or 4, long): one CTA per (row, column quarter); warp w takes splits w, w + 8, ...
+// and the 8 partial sums meet in shared memory.
+template <bool kBF16>
+__device__ void combine_wide(const DecodeParams& p) {
+  __shared__ float4 partial[kCombineThreads / 32][32];
+  const int warp = threadIdx.x / 32, lane = threadIdx.x & 31;
+  const CombineRow c = combine_row_of(p, blockIdx.x, blockIdx.y);
+  if (c.n_splits <= 1) return;                                  // the same for the whole CTA
+  const float lse2 = merged_lse2(c, lane);
+  const int col = (kHeadDimV / kCombineColumnSplits) * blockIdx.z + 4 * lane;
+  partial[warp][lane] = lse2 == neg_inf() ? make_float4(0.f, 0.f, 0.f, 0.f)
+                                          : weighted_sum(p, c, lse2, col, warp, kCombineThreads / 32);
+  __syncthreads();
+  if (warp != 0) return;
+  float4 acc = partial[0][lane];
+#pragma unroll
+  for (int w = 1; w < kCombineThreads / 32; ++w) {
+    const float4 v = partial[w][lane];
+    acc.x += v.x; acc.y += v.y; acc.z += v.z; acc.w += v.w;
+  }
+  store_row<kBF16>(p, c, lse2, acc, col, lane == 0 && blockIdx.z == 0);
 }
 
 }  // namespace fmla
 
 // grid (b, ceil(h_kv * rows / 8), 4 column quarters), 256 threads = 8 rows.
 extern "C" __global__ void __launch_bounds__(fmla::kCombineThreads) mla_combine_bf16(const __grid_constant__ fmla::DecodeParams p) {
-  fmla::combine_row<true>(p);
+  fmla::combine_rows<true>(p);
 }
 extern "C" __global__ void __launch_bounds__(fmla::kCombineThreads) mla_combine_fp16(const __grid_constant__ fmla::DecodeParams p) {
-  fmla::combine_row<false>(p);
+  fmla::combine_rows<false>(p);
+}
+// grid (b, h_kv * rows, 4 column quarters), 256 threads = 8 warps sharing one row's splits.
+extern "C" __global__ void __launch_bounds__(fmla::kCombineThreads) mla_combine_wide_bf16(const __grid_constant__ fmla::DecodeParams p) {
+  fmla::combine_wide<true>(p);
+}
+extern "C" __global__ void __launch_bounds__(fmla::kCombineThreads) mla_combine_wide_fp16(const __grid_constant__ fmla::DecodeParams p) {
+  fmla::combine_wide<false>(p);
 }

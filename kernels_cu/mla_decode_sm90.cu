@@ -13,10 +13,11 @@
 // (K columns 512..575, dead once its owner's Q·Kᵀ is done).
 // Loads: a stage holds a block as three regions, V_L (tiles 0-3), V_R (tiles 4-7) and the RoPE tile, each loaded
 // by one TMA (one per page below 64) that reads whole 512-B (128-B) runs of every token row, completing on its
-// own mbarrier, and refilled as soon as its last reader is done: stage 0 V_L by WG0 after its first P·V, stage 1
-// V_R by WG1 after its first P·V, the rest after the second P·Vs. Refills of two regions go to two warps (one
-// TMA issue costs its warp ~200 cycles); page ids are prefetched by cp.async at the start of the pair. Each WG's
-// Q·Kᵀ waits tile by tile, early-refilled tiles first. Once no row's max moves, the O rescale is skipped.
+// own "full" mbarrier. A third warpgroup produces (setmaxnreg: the consumers get 240 registers, it keeps 24): one
+// warp per stage reads the page ids and refills each region as soon as its last reader releases it on the
+// region's "empty" mbarrier: stage 0 V_L after WG0's first P·V, stage 1 V_R after WG1's first P·V, the rest after
+// the second P·Vs. The consumers never issue a TMA. Each WG's Q·Kᵀ waits region by region, early-refilled
+// regions first. Once no row's max moves, the O rescale is skipped.
 // Rows of the sequence's last page past its end are loaded by TMA (they may hold NaN) and are zeroed in V before
 // P·V; pages past the end and invalid block ids get an out-of-range coordinate (TMA zero fill).
 #include "common/nvrtc_shim.cuh"
@@ -41,13 +42,16 @@ constexpr int kOffMax1 = kOffScale0 + 4 * kBlockM;        // float [64]: m1 publ
 constexpr int kOffScale1 = kOffMax1 + 4 * kBlockM;        // float [64]: r1 published by WG1
 constexpr int kOffRowSum = kOffScale1 + 4 * kBlockM;      // float [2][64]
 constexpr int kOffBars = kOffRowSum + 8 * kBlockM;        // uint64 [2 stages][9 tiles]
-constexpr int kOffIds = kOffBars + 2 * kKTiles * 8;       // int [2 WGs][4 warps][2 stages][4]: page ids
-constexpr int kSmemUsed = kOffIds + 2 * 4 * 2 * 4 * 4;
+constexpr int kOffEmpty = kOffBars + 2 * kKTiles * 8;     // uint64 [2 stages][3 regions]: released by a WG
+// int [5]: this CTA's schedule (begin_req, begin_blk, end_req, end_blk) and its tile's causal key shift, for the
+// producer, which re-reads them instead of holding them in its 24 registers.
+constexpr int kOffProducerMeta = kOffEmpty + 2 * 3 * 8;
+constexpr int kSmemUsed = kOffProducerMeta + 5 * 4;
 constexpr int kSmemBytes = kSmemUsed + 1024;
 static_assert(kSmemBytes <= 232448, "exceeds the 227 KB opt-in shared memory of sm_90");
 #ifdef FMLA_EXPECT_SMEM_BYTES
 static_assert(kSmemBytes == FMLA_EXPECT_SMEM_BYTES, "kernels.DECODE_SMEM_BYTES differs from kSmemBytes");
-static_assert(kThreads == FMLA_EXPECT_THREADS, "kernels.DECODE_THREADS differs from kThreads");
+static_assert(kThreads + 128 == FMLA_EXPECT_THREADS, "kernels.DECODE_THREADS differs from the seesaw's block");
 #endif
 constexpr int kPTile = 8 * kTileBytes;                    // offset of the RoPE tile, reused for P
 
@@ -70,43 +74,36 @@ struct KvMaps {                   // 5-D (row elements, token in 8-group, tile, 
   const TmaDesc* rope;            // box 64 x 8 x 1 x min(page, 64)/8 x 1: the RoPE tile
 };
 
-// TMA loads of region g of 64-token block `blk` into a stage (page ids from prefetch_page_ids); one thread.
-__device__ __forceinline__ void issue_region(const KvMaps& maps, const DecodeParams& p, const int* ids, int hk,
+// Page id of box `bx` (min(page, 64) tokens) of 64-token block `blk`, read from the block table and never trusted:
+// boxes past the sequence or the table, and garbage ids, become out of range (TMA zero-fills).
+__device__ __forceinline__ int box_page_id(const DecodeParams& p, const Chunk& c, int blk, int bx, int box_rows) {
+  const int tok = blk * kBlockN + bx * box_rows, pg = tok >> (int)p.page_shift;
+  const int v = (tok < c.seqlen && pg < p.bt_width) ? __ldg(p.block_table + c.req * p.bt_stride + pg) : -1;
+  return (v >= 0 && v < p.num_cache_blocks) ? v : (int)p.num_cache_blocks;
+}
+
+// TMA loads of region g of 64-token block `blk` into a stage; one thread. Ids are read box by box, so few
+// registers stay live (the producer warpgroup runs on 24 of them).
+__device__ __forceinline__ void issue_region(const KvMaps& maps, const DecodeParams& p, const Chunk& c, int hk,
                                              int blk, uint32_t stage, uint32_t bars, int g) {
-  int id[4];
-  sanitize_page_ids(p, ids, id);
   const int page = 1 << (int)p.page_shift, box_rows = min(page, kBlockN), boxes = kBlockN / box_rows;
   const int group0 = ((blk * kBlockN) & (page - 1)) >> 3;   // 0 when page <= 64
   const uint32_t dst = stage + g * kRegionBytes, bar = bars + 32 * g;
   mbarrier_arrive_expect_tx(bar, region_tiles(g) * kTileBytes);   // zero-filled boxes count their bytes too
-#pragma unroll
-  for (int bx = 0; bx < 4; ++bx)
-    if (bx < boxes)
-      tma_load_5d(dst + bx * (box_rows / 8) * region_tiles(g) * 1024, g < 2 ? maps.v : maps.rope,
-                  hk * (int)p.k_stride_head, 0, 4 * g, group0, id[bx], bar);
+#pragma unroll 1
+  for (int bx = 0; bx < boxes; ++bx)
+    tma_load_5d(dst + bx * (box_rows / 8) * region_tiles(g) * 1024, g < 2 ? maps.v : maps.rope,
+                hk * (int)p.k_stride_head, 0, 4 * g, group0, box_page_id(p, c, blk, bx, box_rows), bar);
 }
 
 // Named barriers (0 is __syncthreads). "arrive" by the producing WG, "sync" by the consuming one.
 enum : int { kBarScale0 = 1, kBarScale1 = 2, kBarP0Ready = 3, kBarP1Ready = 4, kBarWG0 = 5, kBarWG1 = 6,
-             kBarRowSum = 7 };
+             kBarRowSum = 7, kBarConsumers = 8 };
 
-// Page ids of the (up to 4) TMA boxes of 64-token block `blk`, fetched into shared memory `ids` (int[4]) by
-// the calling thread with cp.async, so the block-table latency is off the refill's path; that thread waits with
-// cp_async_wait<0>() before issue_region reads them. Boxes past the sequence or the table get an
-// out-of-range id, for which TMA zero-fills.
-__device__ __forceinline__ void prefetch_page_ids(const DecodeParams& p, const Chunk& c, int blk, int* ids) {
-  const int page_shift = (int)p.page_shift, box_rows = min(1 << page_shift, kBlockN);
-  const uint32_t dst = smem_u32(ids);
-#pragma unroll
-  for (int bx = 0; bx < 4; ++bx) {
-    const int tok = blk * kBlockN + bx * box_rows, pg = tok >> page_shift;
-    if (bx * box_rows < kBlockN && tok < c.seqlen && pg < p.bt_width)
-      cp_async_4(dst + 4 * bx, p.block_table + c.req * p.bt_stride + pg);
-    else
-      ids[bx] = (int)p.num_cache_blocks;
-  }
-  cp_async_commit();
-}
+// Warp roles: warpgroups 0 and 1 consume (kThreads = 256 threads, 240 registers each), warpgroup 2 produces:
+// its warp 0 loads stage 0, its warp 1 stage 1 (24 registers: 2 x 128 x 240 + 128 x 24 <= 64 K).
+constexpr int kThreadsWithProducer = kThreads + 128;
+constexpr int kConsumerRegs = 240, kProducerRegs = 24;
 
 // Timeline probe (build with -DFMLA_TRACE=1 via FLASHMLA_RT_NVRTC_OPTIONS; bench/trace_decode.py reads it):
 // clock64 of event `ev` of warpgroup `wg` in pair `pair` of CTA (0, 0, 0), first 64 pairs.
@@ -282,49 +279,32 @@ __device__ __forceinline__ void read_scale(const float* s_max, const float* s_sc
   }
 }
 
-// Refill region g of a stage with block `blk` (page ids prefetched in `ids`), if needed, from lane 0 of warp
-// `warp` of the WG: one TMA issue costs its warp ~200 cycles (bench/NOTES.md), so two refills go to two warps.
-__device__ __forceinline__ void refill(bool needed, int t_in_wg, int warp, const KvMaps& maps, const DecodeParams& p,
-                                       const int* ids, int hk, int blk, uint32_t stage, uint32_t bars, int g) {
-  if (needed && t_in_wg == 32 * warp) issue_region(maps, p, ids, hk, blk, stage, bars, g);
-}
-
-// Lane 0 of each warp of the WG starts fetching the page ids of the blocks that will refill the two stages.
-__device__ __forceinline__ void prefetch_refill_ids(const DecodeParams& p, const Chunk& c, int t_in_wg, int blk0,
-                                                    bool refill0, bool refill1, int* ids0, int* ids1) {
-  if ((t_in_wg & 31) != 0) return;
-  if (refill0) prefetch_page_ids(p, c, blk0 + 2, ids0);
-  if (refill1) prefetch_page_ids(p, c, blk0 + 3, ids1);
-}
-
-__device__ __forceinline__ void wait_refill_ids(int t_in_wg) {
-  if ((t_in_wg & 31) == 0) cp_async_wait<0>();
+// This WG is done with region g of a stage: one arrival per warp on the region's "empty" barrier; the producer
+// refills the region once the phase completes.
+__device__ __forceinline__ void release(uint32_t empty, int g, int t_in_wg) {
+  if ((t_in_wg & 31) == 0) mbarrier_arrive(empty + 8 * g);
 }
 
 struct PairCtx {                  // what both WGs know about the current pair of blocks
   int blk0, blk1;
-  bool has1, refill0, refill1;
+  bool has1;
   uint32_t par0, par1;
   int index;                      // pair count in this CTA (timeline probe only)
 };
 
 struct Smem {                     // shared-memory addresses and the per-row exchange arrays
-  uint32_t q, stage0, stage1, bars0, bars1;
+  uint32_t q, stage0, stage1, bars0, bars1, empty0, empty1;
   float *max0, *scale0, *max1, *scale1, *rowsum;
-  int* ids;                       // [2 WGs][4 warps][2 stages][4] page ids of the next refills
 };
 
 // WG0 side of one pair: owns block blk0 (stage 0) and O_L.
 template <bool kBF16>
-__device__ __forceinline__ void pair_wg0(const KvMaps& maps, const DecodeParams& p, const Chunk& c, int hk,
-                                         const Smem& sm, const PairCtx& pc, float (&o)[128], RowState (&rs)[2],
-                                         int row_lo, int lane, int t_in_wg, float scale_log2) {
+__device__ __forceinline__ void pair_wg0(const DecodeParams& p, const Chunk& c, const Smem& sm, const PairCtx& pc,
+                                         float (&o)[128], RowState (&rs)[2], int row_lo, int lane, int t_in_wg,
+                                         float scale_log2) {
   float s[32], r0[2], r1[2];
   uint32_t pa[16];
-  int* ids0 = sm.ids + 8 * (t_in_wg / 32);                // this warp's prefetched page ids, per stage
-  int* ids1 = ids0 + 4;
   FMLA_TRACE_EVENT(0, 0, pc.index);
-  prefetch_refill_ids(p, c, t_in_wg, pc.blk0, pc.refill0, pc.refill1, ids0, ids1);
   qk_block<kBF16, 0>(s, sm.q, sm.stage0, sm.bars0, pc.par0);
   FMLA_TRACE_EVENT(0, 1, pc.index);
   softmax_block<kBF16>(s, pa, rs, r0, pc.blk0 * kBlockN + 2 * (lane & 3), scale_log2);
@@ -348,8 +328,7 @@ __device__ __forceinline__ void pair_wg0(const KvMaps& maps, const DecodeParams&
   fence_proxy_async_smem();
   named_barrier_arrive(kBarP0Ready, kThreads);
   FMLA_TRACE_EVENT(0, 4, pc.index);
-  wait_refill_ids(t_in_wg);
-  refill(pc.refill0, t_in_wg, 0, maps, p, ids0, hk, pc.blk0 + 2, sm.stage0, sm.bars0, 0);   // V0_L is dead
+  release(sm.empty0, 0, t_in_wg);                         // V0_L is dead
   FMLA_TRACE_EVENT(0, 7, pc.index);
   fence_accumulators(o);
   scale_o(o, r1[0], r1[1]);
@@ -360,22 +339,19 @@ __device__ __forceinline__ void pair_wg0(const KvMaps& maps, const DecodeParams&
     pv_issue_ss<kBF16>(o, sm.stage1 + kPTile, sm.stage1, 0);   // O_L += P1 V1_L
     wait_pv(o);
     FMLA_TRACE_EVENT(0, 6, pc.index);
-    refill(pc.refill1, t_in_wg, 0, maps, p, ids1, hk, pc.blk1 + 2, sm.stage1, sm.bars1, 0);
-    refill(pc.refill1, t_in_wg, 1, maps, p, ids1, hk, pc.blk1 + 2, sm.stage1, sm.bars1, 2);
+    release(sm.empty1, 0, t_in_wg);                       // V1_L and P1 are dead
+    release(sm.empty1, 2, t_in_wg);
   }
 }
 
 // WG1 side of one pair: owns block blk1 (stage 1, if it exists) and O_R.
 template <bool kBF16>
-__device__ __forceinline__ void pair_wg1(const KvMaps& maps, const DecodeParams& p, const Chunk& c, int hk,
-                                         const Smem& sm, const PairCtx& pc, float (&o)[128], RowState (&rs)[2],
-                                         int row_lo, int lane, int t_in_wg, float scale_log2) {
+__device__ __forceinline__ void pair_wg1(const DecodeParams& p, const Chunk& c, const Smem& sm, const PairCtx& pc,
+                                         float (&o)[128], RowState (&rs)[2], int row_lo, int lane, int t_in_wg,
+                                         float scale_log2) {
   float s[32], r0[2], r1[2] = {1.f, 1.f};
   uint32_t pa[16];
-  int* ids0 = sm.ids + 32 + 8 * (t_in_wg / 32);           // this warp's prefetched page ids, per stage
-  int* ids1 = ids0 + 4;
   FMLA_TRACE_EVENT(1, 0, pc.index);
-  prefetch_refill_ids(p, c, t_in_wg, pc.blk0, pc.refill0, pc.refill1, ids0, ids1);
   if (pc.has1) qk_block<kBF16, 1>(s, sm.q, sm.stage1, sm.bars1, pc.par1);
   FMLA_TRACE_EVENT(1, 1, pc.index);
   named_barrier_sync_id(kBarScale0, kThreads);
@@ -397,8 +373,7 @@ __device__ __forceinline__ void pair_wg1(const KvMaps& maps, const DecodeParams&
     pv_issue_rs<kBF16>(o, pa, sm.stage1, 1);               // O_R = O_R r0 r1 + P1 V1_R
     wait_pv(o);
     FMLA_TRACE_EVENT(1, 4, pc.index);
-    wait_refill_ids(t_in_wg);
-    refill(pc.refill1, t_in_wg, 0, maps, p, ids1, hk, pc.blk1 + 2, sm.stage1, sm.bars1, 1);
+    release(sm.empty1, 1, t_in_wg);                       // V1_R is dead
     FMLA_TRACE_EVENT(1, 7, pc.index);
   }
   named_barrier_sync_id(kBarP0Ready, kThreads);
@@ -407,9 +382,32 @@ __device__ __forceinline__ void pair_wg1(const KvMaps& maps, const DecodeParams&
   pv_issue_ss<kBF16>(o, sm.stage0 + kPTile, sm.stage0, 1);     // O_R += (P0 r1) V0_R
   wait_pv(o);
   FMLA_TRACE_EVENT(1, 6, pc.index);
-  wait_refill_ids(t_in_wg);
-  refill(pc.refill0, t_in_wg, 0, maps, p, ids0, hk, pc.blk0 + 2, sm.stage0, sm.bars0, 1);
-  refill(pc.refill0, t_in_wg, 1, maps, p, ids0, hk, pc.blk0 + 2, sm.stage0, sm.bars0, 2);
+  release(sm.empty0, 1, t_in_wg);                         // V0_R and P0 are dead
+  release(sm.empty0, 2, t_in_wg);
+}
+
+// Producer warp of stage kSt (lane 0): every block of every chunk of this CTA that lands in the stage (even
+// blocks of a chunk in stage 0, odd ones in stage 1), its three regions in the order the consumers release them.
+// The stage is a template argument so that its addresses are `base` plus constants: the producer runs on 24
+// registers, and every value it keeps live counts.
+template <int kSt>
+__device__ __forceinline__ void produce_stage(const KvMaps& maps, const DecodeParams& p, uint32_t base) {
+  const uint32_t stage = base + (kSt ? kOffStage1 : kOffStage0), bars = base + kOffBars + kSt * 8 * kKTiles,
+                 empty = base + kOffEmpty + kSt * 3 * 8, meta = base + kOffProducerMeta;
+  uint32_t uses = 0;                                      // blocks loaded into this stage (CTA lifetime)
+  for (int req = ld_shared_at_use(meta); req <= ld_shared_at_use(meta + 8); ++req) {
+    const Chunk c = chunk_with_shift(p, req, ld_shared_at_use(meta), ld_shared_at_use(meta + 4),
+                                     ld_shared_at_use(meta + 8), ld_shared_at_use(meta + 12), 0,
+                                     ld_shared_at_use(meta + 16));
+    for (int blk = c.first + kSt; blk < c.last; blk += 2, ++uses) {
+#pragma unroll
+      for (int k = 0; k < 3; ++k) {
+        const int g = kSt ? (k == 0 ? 1 : (k == 1 ? 0 : 2)) : k;   // stage 1 frees V_R first
+        if (uses > 0) mbarrier_wait(empty + 8 * g, (uses - 1) & 1);
+        issue_region(maps, p, c, blockIdx.y, blk, stage, bars, g);
+      }
+    }
+  }
 }
 
 template <bool kBF16>
@@ -423,30 +421,43 @@ __device__ void decode_cta(const KvMaps& maps, const DecodeParams& p) {
   sm.stage1 = base + kOffStage1;
   sm.bars0 = base + kOffBars;
   sm.bars1 = sm.bars0 + 8 * kKTiles;
+  sm.empty0 = base + kOffEmpty;
+  sm.empty1 = sm.empty0 + 3 * 8;
   sm.max0 = reinterpret_cast<float*>(smem + kOffMax0);
   sm.scale0 = reinterpret_cast<float*>(smem + kOffScale0);
   sm.max1 = reinterpret_cast<float*>(smem + kOffMax1);
   sm.scale1 = reinterpret_cast<float*>(smem + kOffScale1);
   sm.rowsum = reinterpret_cast<float*>(smem + kOffRowSum);
-  sm.ids = reinterpret_cast<int*>(smem + kOffIds);
 
   const int tid = threadIdx.x, t_in_wg = tid & 127, lane = tid & 31;
   const int wg = __shfl_sync(0xffffffffu, tid / 128, 0);  // warp-uniform by construction
-  const int row_lo = 16 * (t_in_wg / 32) + lane / 4;
-  const int load_row = tid / 4, load_sub = tid % 4;
   const int m_block = blockIdx.x, hk = blockIdx.y;
   const int* meta = p.sched_meta + blockIdx.z * 8;
-  const int begin_req = __ldg(meta + 0), begin_blk = __ldg(meta + 1), end_req = __ldg(meta + 2),
-            end_blk = __ldg(meta + 3), begin_split = __ldg(meta + 4);
-  const float scale_log2 = (float)p.scale_log2;
 
   if (tid == 0) {
     prefetch_tma_desc(maps.v);
     prefetch_tma_desc(maps.rope);
     for (int i = 0; i < 2 * kKTiles; ++i) mbarrier_init(sm.bars0 + 8 * i, 1);
+    for (int i = 0; i < 6; ++i) mbarrier_init(sm.empty0 + 8 * i, 4);   // the 4 warps of the releasing WG
+    int* producer_meta = reinterpret_cast<int*>(smem + kOffProducerMeta);
+    for (int i = 0; i < 4; ++i) producer_meta[i] = __ldg(meta + i);
+    producer_meta[4] = tile_key_shift(p, m_block);
     fence_mbarrier_init();
   }
   __syncthreads();
+  if (wg == 2) {
+    setmaxnreg_dec<kProducerRegs>();
+    if (t_in_wg == 0) produce_stage<0>(maps, p, base);
+    else if (t_in_wg == 32) produce_stage<1>(maps, p, base);
+    return;
+  }
+  setmaxnreg_inc<kConsumerRegs>();
+
+  const int row_lo = 16 * (t_in_wg / 32) + lane / 4;
+  const int load_row = tid / 4, load_sub = tid % 4;
+  const int begin_req = __ldg(meta + 0), begin_blk = __ldg(meta + 1), end_req = __ldg(meta + 2),
+            end_blk = __ldg(meta + 3), begin_split = __ldg(meta + 4);
+  const float scale_log2 = (float)p.scale_log2;
   uint32_t loads0 = 0, loads1 = 0;                        // blocks loaded into each stage (CTA lifetime)
   int pairs = 0;
 
@@ -460,44 +471,29 @@ __device__ void decode_cta(const KvMaps& maps, const DecodeParams& p) {
     for (int i = 0; i < 128; ++i) o[i] = 0.f;
 
     if (n > 0) {
-      // ---- prologue: Q by cp.async (all threads), the first two blocks by TMA
-      load_q_tile_async(p, sm.q, req, m_block, hk, load_row, load_sub);
+      load_q_tile_async(p, sm.q, req, m_block, hk, load_row, load_sub);   // the producer is already loading KV
       cp_async_commit();
-      if (tid == 0) {
-        prefetch_page_ids(p, c, c.first, sm.ids);
-        if (n > 1) prefetch_page_ids(p, c, c.first + 1, sm.ids + 4);
-        cp_async_wait<0>();
-        for (int g = 0; g < 3; ++g) {
-          issue_region(maps, p, sm.ids, hk, c.first, sm.stage0, sm.bars0, g);
-          if (n > 1) issue_region(maps, p, sm.ids + 4, hk, c.first + 1, sm.stage1, sm.bars1, g);
-        }
-      }
-      loads0 += 1;
-      loads1 += (n > 1);
       cp_async_wait<0>();
       fence_proxy_async_smem();
-      __syncthreads();
-
+      named_barrier_sync_id(kBarConsumers, kThreads);
       for (int i = 0; i < n; i += 2) {
         PairCtx pc;
         pc.blk0 = c.first + i;
         pc.blk1 = pc.blk0 + 1;
         pc.has1 = i + 1 < n;
-        pc.refill0 = i + 2 < n;
-        pc.refill1 = i + 3 < n;
-        pc.par0 = (loads0 - 1) & 1;
-        pc.par1 = (loads1 - 1) & 1;
+        pc.par0 = loads0 & 1;
+        pc.par1 = loads1 & 1;
         pc.index = pairs++;
         if (wg == 0)
-          pair_wg0<kBF16>(maps, p, c, hk, sm, pc, o, rs, row_lo, lane, t_in_wg, scale_log2);
+          pair_wg0<kBF16>(p, c, sm, pc, o, rs, row_lo, lane, t_in_wg, scale_log2);
         else
-          pair_wg1<kBF16>(maps, p, c, hk, sm, pc, o, rs, row_lo, lane, t_in_wg, scale_log2);
-        loads0 += pc.refill0;
-        loads1 += pc.refill1;
+          pair_wg1<kBF16>(p, c, sm, pc, o, rs, row_lo, lane, t_in_wg, scale_log2);
+        loads0 += 1;
+        loads1 += pc.has1;
       }
     }
     store_chunk<kBF16>(p, c, o, rs, sm.rowsum, wg, lane, row_lo, hk, kBarRowSum);
-    __syncthreads();                                      // Q, stages and row sums are reused by the next chunk
+    named_barrier_sync_id(kBarConsumers, kThreads);      // Q and row sums are reused by the next chunk
   }
 }
 
@@ -505,7 +501,7 @@ __device__ void decode_cta(const KvMaps& maps, const DecodeParams& p) {
 }  // namespace fmla
 
 #define FMLA_SEESAW_ENTRY(NAME, BF16)                                                                       \
-  extern "C" __global__ void __launch_bounds__(fmla::kThreads, 1)                                           \
+  extern "C" __global__ void __launch_bounds__(fmla::seesaw::kThreadsWithProducer, 1)                      \
       NAME(const __grid_constant__ fmla::TmaDesc kv_v, const __grid_constant__ fmla::TmaDesc kv_rope,        \
            const __grid_constant__ fmla::DecodeParams p) {                                                   \
     fmla::seesaw::decode_cta<BF16>(fmla::seesaw::KvMaps{&kv_v, &kv_rope}, p);                               \

@@ -21,7 +21,7 @@ from flashmla_rt.jit import compiler, sources
 REPO = Path(__file__).resolve().parent.parent
 ENTRY_POINTS = {
     kernels.DECODE_SOURCE: {"mla_decode_bf16", "mla_decode_fp16"},
-    kernels.COMBINE_SOURCE: {"mla_combine_bf16", "mla_combine_fp16"},
+    kernels.COMBINE_SOURCE: {"mla_combine_bf16", "mla_combine_fp16", "mla_combine_wide_bf16", "mla_combine_wide_fp16"},
     kernels.METADATA_SOURCE: {"mla_metadata"},
     kernels.NARROW_SOURCE: {f"mla_decode_narrow{n}_{t}" for n in (16, 32) for t in ("bf16", "fp16")},
 }

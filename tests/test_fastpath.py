@@ -65,7 +65,7 @@ def test_plan_launch_with_stand_ins(monkeypatch):
     kv_map = np.frombuffer(bytes(range(128)), np.uint8).copy()
     monkeypatch.setattr(_fastpath, "_launch_kernel", launch_kernel)
     monkeypatch.setattr(kernels, "decode_kernel", lambda d, dev, v: types.SimpleNamespace(ptr=11))
-    monkeypatch.setattr(kernels, "combine_kernel", lambda d, dev: types.SimpleNamespace(ptr=22))
+    monkeypatch.setattr(kernels, "combine_kernel", lambda d, dev, wide: types.SimpleNamespace(ptr=22))
     others = {f: 1 for f in kernels.DECODE_PARAMS_FIELDS if f not in _fastpath.POINTER_FIELDS}
     rec = kernels.decode_params(**dict.fromkeys(_fastpath.POINTER_FIELDS, 0), **others, scale_log2=0.1)
     plan = _fastpath.LaunchPlan(device=0, out_shape=(1, 1, 16, 512), out_dtype="bfloat16", lse_shape=(1, 16, 1),

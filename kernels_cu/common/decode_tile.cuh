@@ -62,8 +62,14 @@ __device__ __forceinline__ int key_limit(const DecodeParams& p, int seqlen, int 
   return seqlen - ((int)p.s_q - 1 - packed_row / (int)p.ngroups);   // bottom-right aligned
 }
 
-__device__ __forceinline__ Chunk chunk_of(const DecodeParams& p, int req, int begin_req, int begin_blk,
-                                          int end_req, int end_blk, int begin_split, int m_block) {
+// Keys the causal mask takes off the end of a sequence for the last valid row of tile m_block (0 if not causal):
+// no row of the tile attends to them.
+__device__ __forceinline__ int tile_key_shift(const DecodeParams& p, int m_block) {
+  return -key_limit(p, 0, min((int)p.rows, (m_block + 1) * kBlockM) - 1);
+}
+
+__device__ __forceinline__ Chunk chunk_with_shift(const DecodeParams& p, int req, int begin_req, int begin_blk,
+                                                  int end_req, int end_blk, int begin_split, int key_shift) {
   Chunk c;
   c.req = req;
   c.seqlen = __ldg(p.seqlens + req);
@@ -72,10 +78,13 @@ __device__ __forceinline__ Chunk chunk_of(const DecodeParams& p, int req, int be
   const int split0 = __ldg(p.num_splits + req);
   c.is_split = __ldg(p.num_splits + req + 1) - split0 > 1;
   c.split_idx = split0 + ((req == begin_req) ? begin_split : 0);
-  // Causal: no row of this tile attends past the last valid row's limit; skip those blocks entirely.
-  const int tile_limit = key_limit(p, c.seqlen, min((int)p.rows, (m_block + 1) * kBlockM) - 1);
-  c.last = min(c.last, (max(tile_limit, 0) + kBlockN - 1) / kBlockN);
+  c.last = min(c.last, (max(c.seqlen - key_shift, 0) + kBlockN - 1) / kBlockN);   // skip fully masked blocks
   return c;
+}
+
+__device__ __forceinline__ Chunk chunk_of(const DecodeParams& p, int req, int begin_req, int begin_blk,
+                                          int end_req, int end_blk, int begin_split, int m_block) {
+  return chunk_with_shift(p, req, begin_req, begin_blk, end_req, end_blk, begin_split, tile_key_shift(p, m_block));
 }
 
 struct RowState {          // one accumulator row of this thread (rows lo and hi of the wgmma fragment)

@@ -24,4 +24,12 @@ __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_gr
 // PTX ISA #parallel-synchronization-and-communication-instructions-membar
 __device__ __forceinline__ void fence_proxy_async_smem() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
 
+// Shared-memory load the compiler may neither hoist nor reuse (volatile): for a thread on few registers,
+// re-reading a loop-invariant value costs less than keeping it live and spilling it.
+__device__ __forceinline__ int ld_shared_at_use(uint32_t addr) {
+  int v;
+  asm volatile("ld.volatile.shared.b32 %0, [%1];\n" : "=r"(v) : "r"(addr));
+  return v;
+}
+
 }  // namespace fmla

@@ -61,6 +61,13 @@ __device__ __forceinline__ void tma_load_5d(uint32_t dst, const TmaDesc* desc, i
 #endif
 }
 
+// Warpgroup register reallocation (all 128 threads of the warpgroup execute it): a producer warpgroup gives
+// registers back, consumers take them. PTX ISA #miscellaneous-instructions-setmaxnreg
+template <int kRegs>
+__device__ __forceinline__ void setmaxnreg_dec() { asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(kRegs)); }
+template <int kRegs>
+__device__ __forceinline__ void setmaxnreg_inc() { asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(kRegs)); }
+
 // Named-barrier halves: the producing side arrives (does not wait), the consuming side syncs.
 __device__ __forceinline__ void named_barrier_arrive(int id, int num_threads) {
   asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(num_threads) : "memory");
