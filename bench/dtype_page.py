@@ -5,7 +5,7 @@ import flashmla_rt
 from flashmla_rt import bench
 
 
-for b, s_q, h_q, s_k in ((128, 1, 16, 8192), (128, 2, 128, 8192)):
+for b, s_q, h_q, s_k in ((128, 1, 16, 8192), (128, 1, 64, 8192), (128, 2, 128, 8192)):
     for dtype, page in (("bfloat16", 64), ("float16", 64), ("bfloat16", 16), ("bfloat16", 32),
                         ("bfloat16", 128), ("bfloat16", 256)):
         q, k, bt, sl = bench.make_inputs(b, s_q, h_q, s_k, False, 0, page=page, dtype=dtype)
