@@ -78,7 +78,7 @@ struct KvMaps {                   // 5-D (row elements, token in 8-group, tile, 
 // boxes past the sequence or the table, and garbage ids, become out of range (TMA zero-fills).
 __device__ __forceinline__ int box_page_id(const DecodeParams& p, const Chunk& c, int blk, int bx, int box_rows) {
   const int tok = blk * kBlockN + bx * box_rows, pg = tok >> (int)p.page_shift;
-  const int v = (tok < c.seqlen && pg < p.bt_width) ? __ldg(p.block_table + c.req * p.bt_stride + pg) : -1;
+  const int v = (tok < c.seqlen && pg < p.bt_width) ? __ldg(p.block_table + (uint32_t)c.req * p.bt_stride + pg) : -1;   // req >= 0: no sign extension to hold
   return (v >= 0 && v < p.num_cache_blocks) ? v : (int)p.num_cache_blocks;
 }
 
