@@ -46,7 +46,8 @@ constexpr int kOffEmpty = kOffBars + 2 * kKTiles * 8;     // uint64 [2 stages][3
 // int [5]: this CTA's schedule (begin_req, begin_blk, end_req, end_blk) and its tile's causal key shift, for the
 // producer, which re-reads them instead of holding them in its 24 registers.
 constexpr int kOffProducerMeta = kOffEmpty + 2 * 3 * 8;
-constexpr int kSmemUsed = kOffProducerMeta + 5 * 4;
+constexpr int kOffProducerIds = kOffProducerMeta + 5 * 4;   // int [2 stages][4 boxes]: the next block's page ids
+constexpr int kSmemUsed = kOffProducerIds + 2 * 4 * 4;
 constexpr int kSmemBytes = kSmemUsed + 1024;
 static_assert(kSmemBytes <= 232448, "exceeds the 227 KB opt-in shared memory of sm_90");
 #ifdef FMLA_EXPECT_SMEM_BYTES
@@ -76,24 +77,37 @@ struct KvMaps {                   // 5-D (row elements, token in 8-group, tile, 
 
 // Page id of box `bx` (min(page, 64) tokens) of 64-token block `blk`, read from the block table and never trusted:
 // boxes past the sequence or the table, and garbage ids, become out of range (TMA zero-fills).
-__device__ __forceinline__ int box_page_id(const DecodeParams& p, const Chunk& c, int blk, int bx, int box_rows) {
-  const int tok = blk * kBlockN + bx * box_rows, pg = tok >> (int)p.page_shift;
-  const int v = (tok < c.seqlen && pg < p.bt_width) ? __ldg(p.block_table + (uint32_t)c.req * p.bt_stride + pg) : -1;   // req >= 0: no sign extension to hold
-  return (v >= 0 && v < p.num_cache_blocks) ? v : (int)p.num_cache_blocks;
+// Page ids of the TMA boxes of 64-token block `blk` (one box per page below 64 tokens, else one) into `ids`
+// (shared memory, int [4]); one thread, asynchronously (cp.async), so the loads overlap the producer's wait for a
+// free region. Boxes past the sequence or the table get -1 at once.
+__device__ __forceinline__ void fetch_box_page_ids(const DecodeParams& p, const Chunk& c, int blk, uint32_t ids) {
+  const int box_rows = min(1 << (int)p.page_shift, kBlockN), boxes = kBlockN / box_rows;
+#pragma unroll 1
+  for (int bx = 0; bx < boxes; ++bx) {
+    const int tok = blk * kBlockN + bx * box_rows, pg = tok >> (int)p.page_shift;
+    if (tok < c.seqlen && pg < p.bt_width)
+      cp_async_4(ids + 4 * bx, p.block_table + (uint32_t)c.req * p.bt_stride + pg);   // req >= 0: no sign bits
+    else
+      st_shared_s32(ids + 4 * bx, -1);
+  }
+  cp_async_commit();
 }
 
-// TMA loads of region g of 64-token block `blk` into a stage; one thread. Ids are read box by box, so few
-// registers stay live (the producer warpgroup runs on 24 of them).
-__device__ __forceinline__ void issue_region(const KvMaps& maps, const DecodeParams& p, const Chunk& c, int hk,
-                                             int blk, uint32_t stage, uint32_t bars, int g) {
+// TMA loads of region g of 64-token block `blk` into a stage; one thread, after fetch_box_page_ids and
+// cp_async_wait. An id outside the cache becomes num_cache_blocks, which TMA zero-fills.
+__device__ __forceinline__ void issue_region(const KvMaps& maps, const DecodeParams& p, int hk, int blk,
+                                             uint32_t ids, uint32_t stage, uint32_t bars, int g) {
   const int page = 1 << (int)p.page_shift, box_rows = min(page, kBlockN), boxes = kBlockN / box_rows;
   const int group0 = ((blk * kBlockN) & (page - 1)) >> 3;   // 0 when page <= 64
   const uint32_t dst = stage + g * kRegionBytes, bar = bars + 32 * g;
   mbarrier_arrive_expect_tx(bar, region_tiles(g) * kTileBytes);   // zero-filled boxes count their bytes too
 #pragma unroll 1
-  for (int bx = 0; bx < boxes; ++bx)
+  for (int bx = 0; bx < boxes; ++bx) {
+    const int v = ld_shared_at_use(ids + 4 * bx);
     tma_load_5d(dst + bx * (box_rows / 8) * region_tiles(g) * 1024, g < 2 ? maps.v : maps.rope,
-                hk * (int)p.k_stride_head, 0, 4 * g, group0, box_page_id(p, c, blk, bx, box_rows), bar);
+                hk * (int)p.k_stride_head, 0, 4 * g, group0,
+                (v >= 0 && v < p.num_cache_blocks) ? v : (int)p.num_cache_blocks, bar);
+  }
 }
 
 // Named barriers (0 is __syncthreads). "arrive" by the producing WG, "sync" by the consuming one.
@@ -393,18 +407,21 @@ __device__ __forceinline__ void pair_wg1(const DecodeParams& p, const Chunk& c, 
 template <int kSt>
 __device__ __forceinline__ void produce_stage(const KvMaps& maps, const DecodeParams& p, uint32_t base) {
   const uint32_t stage = base + (kSt ? kOffStage1 : kOffStage0), bars = base + kOffBars + kSt * 8 * kKTiles,
-                 empty = base + kOffEmpty + kSt * 3 * 8, meta = base + kOffProducerMeta;
+                 empty = base + kOffEmpty + kSt * 3 * 8, meta = base + kOffProducerMeta,
+                 ids = base + kOffProducerIds + kSt * 16;
   uint32_t uses = 0;                                      // blocks loaded into this stage (CTA lifetime)
   for (int req = ld_shared_at_use(meta); req <= ld_shared_at_use(meta + 8); ++req) {
     const Chunk c = chunk_with_shift(p, req, ld_shared_at_use(meta), ld_shared_at_use(meta + 4),
                                      ld_shared_at_use(meta + 8), ld_shared_at_use(meta + 12), 0,
                                      ld_shared_at_use(meta + 16));
     for (int blk = c.first + kSt; blk < c.last; blk += 2, ++uses) {
+      fetch_box_page_ids(p, c, blk, ids);
 #pragma unroll
       for (int k = 0; k < 3; ++k) {
         const int g = kSt ? (k == 0 ? 1 : (k == 1 ? 0 : 2)) : k;   // stage 1 frees V_R first
         if (uses > 0) mbarrier_wait(empty + 8 * g, (uses - 1) & 1);
-        issue_region(maps, p, c, blockIdx.y, blk, stage, bars, g);
+        if (k == 0) cp_async_wait<0>();                   // the ids, fetched while the region was busy
+        issue_region(maps, p, blockIdx.y, blk, ids, stage, bars, g);
       }
     }
   }

@@ -32,4 +32,8 @@ __device__ __forceinline__ int ld_shared_at_use(uint32_t addr) {
   return v;
 }
 
+__device__ __forceinline__ void st_shared_s32(uint32_t addr, int v) {
+  asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(addr), "r"(v) : "memory");
+}
+
 }  // namespace fmla
