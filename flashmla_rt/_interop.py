@@ -90,10 +90,7 @@ def current_stream(framework: str, device: int) -> RawStream:
     """The caller's current stream: torch's for torch callers, CuPy's current stream otherwise."""
     if framework == "torch":
         import torch
-        # The raw getter skips building a torch.cuda.Stream object (a few µs of every eager call); older or
-        # newer torch without it takes the public API.
-        raw = getattr(torch._C, "_cuda_getCurrentRawStream", None)
-        return RawStream(raw(device) if raw is not None else torch.cuda.current_stream(device).cuda_stream)
+        return RawStream(torch.cuda.current_stream(device).cuda_stream)
     import cupy
     return RawStream(cupy.cuda.get_current_stream(device).ptr)
 
