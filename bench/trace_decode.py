@@ -12,9 +12,11 @@ from flashmla_rt import bench, kernels  # noqa: E402
 from flashmla_rt.jit import module  # noqa: E402
 
 EVENTS = {0: ["start", "S0 done", "softmax0 done", "got scale1", "P0' published", "got P1", "PV1_L done",
-              "stage0 refilled"],
+              "K0 last tile in"],
           1: ["start", "S1 done", "got scale0", "softmax1 done", "PV1_R done", "got P0'", "PV0_R done",
-              "stage1 refilled"]}
+              "K1 last tile in"],
+          2: ["st0 V_L issued", "st0 V_R issued", "st0 RoPE issued", "st1 V_L issued", "st1 V_R issued",
+              "st1 RoPE issued"]}   # producer: region issues of the block the stage holds in that pair
 
 b, s_q, h_q, s_k = map(int, sys.argv[1:5])
 q, k, bt, sl = bench.make_inputs(b, s_q, h_q, s_k, False, 0)
@@ -25,12 +27,12 @@ torch.cuda.synchronize()
 mod = module._modules[(kernels.DECODE_SOURCE, 0)]
 g = mod.get_global_var("fmla_trace")
 addr = g[0] if isinstance(g, tuple) else getattr(g, "ptr", g)
-mem = cupy.cuda.MemoryPointer(cupy.cuda.UnownedMemory(int(addr), 2 * 8 * 64 * 8, mod), 0)
-t = cupy.ndarray((2, 8, 64), cupy.uint64, mem).get().astype(np.int64)
+mem = cupy.cuda.MemoryPointer(cupy.cuda.UnownedMemory(int(addr), 3 * 8 * 64 * 8, mod), 0)
+t = cupy.ndarray((3, 8, 64), cupy.uint64, mem).get().astype(np.int64)
 n = int((t[0, 0] > 0).sum())
 base = t[0, 0, :n]
 print(f"pairs traced: {n}; cycles per pair (median of start-to-start): {np.median(np.diff(base)):.0f}")
-for wg in (0, 1):
+for wg in (0, 1, 2):
     for ev, name in enumerate(EVENTS[wg]):
         rel = t[wg, ev, 1:n - 1] - base[1:n - 1]
         print(f"WG{wg} {name:14s} median {np.median(rel):7.0f}  p10 {np.percentile(rel, 10):7.0f}  "

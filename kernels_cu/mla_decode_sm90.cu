@@ -120,15 +120,21 @@ constexpr int kThreadsWithProducer = kThreads + 128;
 constexpr int kConsumerRegs = 240, kProducerRegs = 24;
 
 // Timeline probe (build with -DFMLA_TRACE=1 via FLASHMLA_RT_NVRTC_OPTIONS; bench/trace_decode.py reads it):
-// clock64 of event `ev` of warpgroup `wg` in pair `pair` of CTA (0, 0, 0), first 64 pairs.
+// clock64 of event `ev` of warpgroup `wg` in pair `pair` of CTA (0, 0, 0), first 64 pairs. Warpgroup 2 is the
+// producer: events 0-2 (stage 0) and 3-5 (stage 1) are its region issues, by the stage's block count.
 #ifdef FMLA_TRACE
-extern "C" __device__ unsigned long long fmla_trace[2 * 8 * 64];
-#define FMLA_TRACE_EVENT(wg, ev, pair)                                                                   \
+extern "C" __device__ unsigned long long fmla_trace[3 * 8 * 64];
+#define FMLA_TRACE_AT(wg, ev, pair)                                                                      \
   do {                                                                                                   \
-    if (blockIdx.x == 0 && blockIdx.y == 0 && blockIdx.z == 0 && (threadIdx.x & 127) == 0 && (pair) < 64) \
+    if (blockIdx.x == 0 && blockIdx.y == 0 && blockIdx.z == 0 && (pair) < 64)                            \
       fmla_trace[((wg) * 8 + (ev)) * 64 + (pair)] = clock64();                                           \
   } while (0)
+#define FMLA_TRACE_EVENT(wg, ev, pair)                                                                   \
+  do {                                                                                                   \
+    if ((threadIdx.x & 127) == 0) FMLA_TRACE_AT(wg, ev, pair);                                           \
+  } while (0)
 #else
+#define FMLA_TRACE_AT(wg, ev, pair) do {} while (0)
 #define FMLA_TRACE_EVENT(wg, ev, pair) do {} while (0)
 #endif
 
@@ -141,11 +147,12 @@ __device__ __forceinline__ constexpr int qk_tile(int idx) {
 // S[64x64] = Q K^T of the block in `stage`, each tile's wgmmas issued as soon as that tile has landed.
 template <bool kBF16, int kWG>
 __device__ __forceinline__ void qk_block(float (&s)[32], uint32_t sQ, uint32_t stage, uint32_t bars,
-                                         uint32_t parity) {
+                                         uint32_t parity, int trace_pair) {
 #pragma unroll
   for (int idx = 0; idx < kKTiles; ++idx) {
     const int t = qk_tile<kWG>(idx);
     mbarrier_wait(tile_bar(bars, t), parity);
+    if (idx == kKTiles - 1) FMLA_TRACE_EVENT(kWG, 7, trace_pair);   // the block's last tile has landed
     wgmma_fence();
     const uint64_t dq = desc_k_major(sQ + t * kTileBytes), dk = smem_desc_sw128(stage + tile_base(t), 16, group_stride(t));
 #pragma unroll
@@ -319,7 +326,7 @@ __device__ __forceinline__ void pair_wg0(const DecodeParams& p, const Chunk& c, 
   float s[32], r0[2], r1[2];
   uint32_t pa[16];
   FMLA_TRACE_EVENT(0, 0, pc.index);
-  qk_block<kBF16, 0>(s, sm.q, sm.stage0, sm.bars0, pc.par0);
+  qk_block<kBF16, 0>(s, sm.q, sm.stage0, sm.bars0, pc.par0, pc.index);
   FMLA_TRACE_EVENT(0, 1, pc.index);
   softmax_block<kBF16>(s, pa, rs, r0, pc.blk0 * kBlockN + 2 * (lane & 3), scale_log2);
   publish_scale(sm.max0, sm.scale0, rs, r0, row_lo, lane);
@@ -343,7 +350,6 @@ __device__ __forceinline__ void pair_wg0(const DecodeParams& p, const Chunk& c, 
   named_barrier_arrive(kBarP0Ready, kThreads);
   FMLA_TRACE_EVENT(0, 4, pc.index);
   release(sm.empty0, 0, t_in_wg);                         // V0_L is dead
-  FMLA_TRACE_EVENT(0, 7, pc.index);
   fence_accumulators(o);
   scale_o(o, r1[0], r1[1]);
   if (pc.has1) {
@@ -366,7 +372,7 @@ __device__ __forceinline__ void pair_wg1(const DecodeParams& p, const Chunk& c, 
   float s[32], r0[2], r1[2] = {1.f, 1.f};
   uint32_t pa[16];
   FMLA_TRACE_EVENT(1, 0, pc.index);
-  if (pc.has1) qk_block<kBF16, 1>(s, sm.q, sm.stage1, sm.bars1, pc.par1);
+  if (pc.has1) qk_block<kBF16, 1>(s, sm.q, sm.stage1, sm.bars1, pc.par1, pc.index);
   FMLA_TRACE_EVENT(1, 1, pc.index);
   named_barrier_sync_id(kBarScale0, kThreads);
   FMLA_TRACE_EVENT(1, 2, pc.index);
@@ -388,7 +394,6 @@ __device__ __forceinline__ void pair_wg1(const DecodeParams& p, const Chunk& c, 
     wait_pv(o);
     FMLA_TRACE_EVENT(1, 4, pc.index);
     release(sm.empty1, 1, t_in_wg);                       // V1_R is dead
-    FMLA_TRACE_EVENT(1, 7, pc.index);
   }
   named_barrier_sync_id(kBarP0Ready, kThreads);
   wait_tiles(sm.bars0, 4, 8, pc.par0);                    // V0_R landed (WG0 saw it; observe it here too)
@@ -422,6 +427,7 @@ __device__ __forceinline__ void produce_stage(const KvMaps& maps, const DecodePa
         if (uses > 0) mbarrier_wait(empty + 8 * g, (uses - 1) & 1);
         if (k == 0) cp_async_wait<0>();                   // the ids, fetched while the region was busy
         issue_region(maps, p, blockIdx.y, blk, ids, stage, bars, g);
+        FMLA_TRACE_AT(2, 3 * kSt + g, uses);
       }
     }
   }
