@@ -2,10 +2,10 @@
 //   lse = log2 sum_k 2^lse_k,  O = sum_k 2^(lse_k - lse) O_k   (partials are already normalised).
 // Many rows (mla_combine_*): one warp per (row, quarter of the 512 columns), grid (b, rows / 8, 4), a lane owns one
 // float4. Few rows (mla_combine_wide_*, kernels.py picks it): that would leave most SMs idle, so one CTA per (row,
-// quarter) and its 8 warps share the splits. A split loop with one load in flight is latency-bound: each step
-// issues 8 splits' loads (predicated past the last split) before using any, so a row with 2 splits costs one
-// round trip, not two. Rows of unsplit requests were written
-// by the decode kernel and are skipped. All partials empty -> out 0, lse +inf (FlashMLA's convention).
+// quarter) and its 8 warps share the splits. The merge is latency-bound, so loads are issued in batches: with up
+// to 32 splits the LSEs and the first 8 partials go out together (a row with <= 8 splits costs one round trip),
+// and each later step issues 8 splits' loads (predicated past the last split) before using any. Rows of unsplit
+// requests were written by the decode kernel and are skipped. All partials empty -> out 0, lse +inf (FlashMLA's convention).
 #include "common/nvrtc_shim.cuh"
 #include "common/softmax.cuh"
 #include "common/decode_params.cuh"
@@ -112,6 +112,42 @@ __device__ __forceinline__ void store_row(const DecodeParams& p, const CombineRo
     p.lse[lse_index(p, c.req, c.s, c.head)] = (lse2 == neg_inf()) ? pos_inf() : lse2 * 0.69314718056f;
 }
 
+// Up to 32 splits (lane k holds split k's LSE): the LSEs and the first kCombineSplitsInFlight partials are loaded
+// together, since the partials do not depend on them, so a row with <= 8 splits costs one round trip to memory.
+__device__ __forceinline__ float4 merge_up_to_32(const DecodeParams& p, const CombineRow& c, int col, int lane,
+                                                 float& lse2) {
+  const int64_t split_step = c.stride * kHeadDimV;
+  const float* src = p.o_accum + ((int64_t)c.split0 * c.stride + c.flat) * kHeadDimV + col;
+  const float my_lse = lane < c.n_splits ? c.lse_k[lane * c.stride] : neg_inf();
+  float4 v[kCombineSplitsInFlight];
+#pragma unroll
+  for (int j = 0; j < kCombineSplitsInFlight; ++j)
+    v[j] = j < c.n_splits ? *reinterpret_cast<const float4*>(src + j * split_step) : make_float4(0.f, 0.f, 0.f, 0.f);
+  float mx = my_lse;
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+  float sum = (mx != neg_inf()) ? exp2f(my_lse - mx) : 0.f;  // exp2(-inf) = 0 for lanes past the last split
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+  lse2 = (sum > 0.f) ? mx + log2f(sum) : neg_inf();
+  float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
+  if (lse2 == neg_inf()) return acc;                            // every partial is empty
+#pragma unroll
+  for (int j = 0; j < kCombineSplitsInFlight; ++j)              // weight 0 past the last split: v[j] unused
+    accumulate(acc, exp2f(__shfl_sync(0xffffffffu, my_lse, j) - lse2), v[j]);
+  for (int k = kCombineSplitsInFlight; k < c.n_splits; k += kCombineSplitsInFlight) {
+    float4 u[kCombineSplitsInFlight];
+#pragma unroll
+    for (int j = 0; j < kCombineSplitsInFlight; ++j)
+      u[j] = k + j < c.n_splits ? *reinterpret_cast<const float4*>(src + (k + j) * split_step)
+                                : make_float4(0.f, 0.f, 0.f, 0.f);
+#pragma unroll
+    for (int j = 0; j < kCombineSplitsInFlight; ++j)
+      accumulate(acc, exp2f(__shfl_sync(0xffffffffu, my_lse, (k + j) & 31) - lse2) * (k + j < c.n_splits), u[j]);
+  }
+  return acc;
+}
+
 // Many rows: one warp per (row, column quarter), all of its splits.
 template <bool kBF16>
 __device__ void combine_rows(const DecodeParams& p) {
@@ -119,9 +155,15 @@ __device__ void combine_rows(const DecodeParams& p) {
   if (flat >= p.h_kv * p.rows) return;
   const CombineRow c = combine_row_of(p, blockIdx.x, flat);
   if (c.n_splits <= 1) return;
-  const float lse2 = merged_lse2(c, lane);
   const int col = (kHeadDimV / kCombineColumnSplits) * blockIdx.z + 4 * lane;
-  const float4 acc = lse2 == neg_inf() ? make_float4(0.f, 0.f, 0.f, 0.f) : weighted_sum(p, c, lse2, col, 0, 1);
+  float lse2;
+  float4 acc;
+  if (c.n_splits <= 32) {
+    acc = merge_up_to_32(p, c, col, lane, lse2);
+  } else {
+    lse2 = merged_lse2(c, lane);
+    acc = lse2 == neg_inf() ? make_float4(0.f, 0.f, 0.f, 0.f) : weighted_sum(p, c, lse2, col, 0, 1);
+  }
   store_row<kBF16>(p, c, lse2, acc, col, lane == 0 && blockIdx.z == 0);
 }
 
@@ -151,10 +193,10 @@ __device__ void combine_wide(const DecodeParams& p) {
 }  // namespace fmla
 
 // grid (b, ceil(h_kv * rows / 8), 4 column quarters), 256 threads = 8 rows.
-extern "C" __global__ void __launch_bounds__(fmla::kCombineThreads) mla_combine_bf16(const __grid_constant__ fmla::DecodeParams p) {
+extern "C" __global__ void __launch_bounds__(fmla::kCombineThreads, 4) mla_combine_bf16(const __grid_constant__ fmla::DecodeParams p) {
   fmla::combine_rows<true>(p);
 }
-extern "C" __global__ void __launch_bounds__(fmla::kCombineThreads) mla_combine_fp16(const __grid_constant__ fmla::DecodeParams p) {
+extern "C" __global__ void __launch_bounds__(fmla::kCombineThreads, 4) mla_combine_fp16(const __grid_constant__ fmla::DecodeParams p) {
   fmla::combine_rows<false>(p);
 }
 // grid (b, h_kv * rows, 4 column quarters), 256 threads = 8 warps sharing one row's splits.
