@@ -11,6 +11,9 @@ IFS='|' read -ra variants <<< "${VARIANTS:-v6::}"
 first=1
 for v in "${variants[@]}"; do
   IFS=':' read -r name diffs opts envset <<< "$v"
+  if [ -n "$envset" ] && ! [[ "$envset" =~ ^[A-Za-z_][A-Za-z0-9_]*= ]]; then   # e.g. a -D in the wrong field
+    echo "=== $name: environment field '$envset' is not NAME=value" | tee -a "$OUT/experiments.txt"; continue
+  fi
   dir=/tmp/variant_$name; rm -rf "$dir"; cp -r "$root" "$dir"
   ( cd "$dir" && for d in ${diffs//+/ }; do git apply "bench/experiments/$d.diff" || exit 1; done ) \
       || { echo "=== $name: diff does not apply" | tee -a "$OUT/experiments.txt"; continue; }
