@@ -21,12 +21,6 @@ __device__ __forceinline__ uint64_t desc_k_major(uint32_t smem_addr) {
   return smem_desc_sw128(smem_addr, 16, 1024);
 }
 
-// MN-major operand (rows along K, 64 MN-elements = 128 B contiguous per row; used for V = K-cache rows):
-// LBO = bytes between consecutive 64-element MN chunks, SBO = 1024 B between 8-row K groups.
-__device__ __forceinline__ uint64_t desc_mn_major(uint32_t smem_addr, uint32_t mn_chunk_stride_bytes) {
-  return smem_desc_sw128(smem_addr, mn_chunk_stride_bytes, 1024);
-}
-
 __device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
 __device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
 template <int N>
