@@ -75,11 +75,9 @@ struct KvMaps {                   // 5-D (row elements, token in 8-group, tile, 
   const TmaDesc* rope;            // box 64 x 8 x 1 x min(page, 64)/8 x 1: the RoPE tile
 };
 
-// Page id of box `bx` (min(page, 64) tokens) of 64-token block `blk`, read from the block table and never trusted:
-// boxes past the sequence or the table, and garbage ids, become out of range (TMA zero-fills).
 // Page ids of the TMA boxes of 64-token block `blk` (one box per page below 64 tokens, else one) into `ids`
 // (shared memory, int [4]); one thread, asynchronously (cp.async), so the loads overlap the producer's wait for a
-// free region. Boxes past the sequence or the table get -1 at once.
+// free region. Boxes past the sequence or the table get -1 at once; issue_region never trusts an id.
 __device__ __forceinline__ void fetch_box_page_ids(const DecodeParams& p, const Chunk& c, int blk, uint32_t ids) {
   const int box_rows = min(1 << (int)p.page_shift, kBlockN), boxes = kBlockN / box_rows;
 #pragma unroll 1
