@@ -1,4 +1,5 @@
-"""Timeline of the decode kernel's pairs in CTA (0, 0, 0), from its FMLA_TRACE probe (clock64 per event).
+"""Timeline of the decode kernel's pairs in CTA (0, 0, 0), from its FMLA_TRACE probe (clock64 per event), the SM
+clock over the traced pairs, and every CTA's duration (%globaltimer) against the kernel's span.
 Usage (device): python bench/trace_decode.py B S_Q H_Q S_K   -> median cycles of each event after pair start."""
 import os
 import sys
@@ -21,20 +22,44 @@ EVENTS = {0: ["start", "S0 done", "softmax0 done", "got scale1", "P0' published"
 b, s_q, h_q, s_k = map(int, sys.argv[1:5])
 q, k, bt, sl = bench.make_inputs(b, s_q, h_q, s_k, False, 0)
 call = bench.make_call(bench.load_ours()[0], q, k, bt, sl, s_q, h_q, check_seqlens=False)
-for _ in range(3):
+for _ in range(2):
     call()
 torch.cuda.synchronize()
 mod = module._modules[(kernels.DECODE_SOURCE, 0)]
-g = mod.get_global_var("fmla_trace")
-addr = g[0] if isinstance(g, tuple) else getattr(g, "ptr", g)
-mem = cupy.cuda.MemoryPointer(cupy.cuda.UnownedMemory(int(addr), 3 * 8 * 64 * 8, mod), 0)
-t = cupy.ndarray((3, 8, 64), cupy.uint64, mem).get().astype(np.int64)
+
+
+def device_array(name, shape):
+    g = mod.get_global_var(name)
+    addr = g[0] if isinstance(g, tuple) else getattr(g, "ptr", g)
+    nbytes = int(np.prod(shape)) * 8
+    mem = cupy.cuda.MemoryPointer(cupy.cuda.UnownedMemory(int(addr), nbytes, mod), 0)
+    return cupy.ndarray(shape, cupy.uint64, mem)
+
+
+arrays = {"fmla_trace": (3, 8, 64), "fmla_trace_ns": (64,), "fmla_trace_cta": (4096, 2)}
+for name, shape in arrays.items():
+    device_array(name, shape).fill(0)                 # only the next launch's events remain
+torch.cuda.synchronize()
+call()
+torch.cuda.synchronize()
+t, ns, cta = (device_array(name, shape).get().astype(np.int64) for name, shape in arrays.items())
+
 n = int((t[0, 0] > 0).sum())
 base = t[0, 0, :n]
 print(f"pairs traced: {n}; cycles per pair (median of start-to-start): {np.median(np.diff(base)):.0f}")
+if n > 2:
+    ghz = (base[n - 1] - base[0]) / (ns[n - 1] - ns[0])
+    print(f"SM clock over the traced pairs: {ghz:.3f} GHz; ns per pair {np.median(np.diff(ns[:n])):.0f}")
 for wg in (0, 1, 2):
     for ev, name in enumerate(EVENTS[wg]):
         rel = t[wg, ev, 1:n - 1] - base[1:n - 1]
         print(f"WG{wg} {name:14s} median {np.median(rel):7.0f}  p10 {np.percentile(rel, 10):7.0f}  "
               f"p90 {np.percentile(rel, 90):7.0f}")
 print("pair-by-pair WG0 start deltas:", np.diff(base)[:16].tolist())
+done = (cta[:, 0] > 0) & (cta[:, 1] > 0)
+if done.any():
+    start, end = cta[done, 0], cta[done, 1]
+    dur = (end - start) / 1e3
+    print(f"CTAs: {int(done.sum())}; duration us min {dur.min():.1f} median {np.median(dur):.1f} max {dur.max():.1f}; "
+          f"kernel span (first start to last end) {(end.max() - start.min()) / 1e3:.1f} us; "
+          f"starts spread {(start.max() - start.min()) / 1e3:.1f} us; CTA 0 {dur[0]:.1f} us")

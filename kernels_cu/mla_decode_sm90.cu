@@ -120,20 +120,38 @@ constexpr int kConsumerRegs = 240, kProducerRegs = 24;
 // Timeline probe (build with -DFMLA_TRACE=1 via FLASHMLA_RT_NVRTC_OPTIONS; bench/trace_decode.py reads it):
 // clock64 of event `ev` of warpgroup `wg` in pair `pair` of CTA (0, 0, 0), first 64 pairs. Warpgroup 2 is the
 // producer: events 0-2 (stage 0) and 3-5 (stage 1) are its region issues, by the stage's block count.
+// Wall clock (%globaltimer, ns): fmla_trace_ns[pair] at WG0's start of each traced pair (with its clock64, the SM
+// clock rate), and fmla_trace_cta[2 * cta], [2 * cta + 1] at the start and end of every CTA (linear id < 4096):
+// CTA durations against the pairs' share, and the kernel's tail.
 #ifdef FMLA_TRACE
 extern "C" __device__ unsigned long long fmla_trace[3 * 8 * 64];
+extern "C" __device__ unsigned long long fmla_trace_ns[64];
+extern "C" __device__ unsigned long long fmla_trace_cta[2 * 4096];
+__device__ __forceinline__ unsigned long long globaltimer_ns() {
+  unsigned long long t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  return t;
+}
 #define FMLA_TRACE_AT(wg, ev, pair)                                                                      \
   do {                                                                                                   \
-    if (blockIdx.x == 0 && blockIdx.y == 0 && blockIdx.z == 0 && (pair) < 64)                            \
+    if (blockIdx.x == 0 && blockIdx.y == 0 && blockIdx.z == 0 && (pair) < 64) {                          \
       fmla_trace[((wg) * 8 + (ev)) * 64 + (pair)] = clock64();                                           \
+      if ((wg) == 0 && (ev) == 0) fmla_trace_ns[(pair)] = globaltimer_ns();                              \
+    }                                                                                                    \
   } while (0)
 #define FMLA_TRACE_EVENT(wg, ev, pair)                                                                   \
   do {                                                                                                   \
     if ((threadIdx.x & 127) == 0) FMLA_TRACE_AT(wg, ev, pair);                                           \
   } while (0)
+#define FMLA_TRACE_CTA(end)                                                                              \
+  do {                                                                                                   \
+    const unsigned cta = blockIdx.x + gridDim.x * (blockIdx.y + gridDim.y * blockIdx.z);                 \
+    if (threadIdx.x == 0 && cta < 4096) fmla_trace_cta[2 * cta + (end)] = globaltimer_ns();              \
+  } while (0)
 #else
 #define FMLA_TRACE_AT(wg, ev, pair) do {} while (0)
 #define FMLA_TRACE_EVENT(wg, ev, pair) do {} while (0)
+#define FMLA_TRACE_CTA(end) do {} while (0)
 #endif
 
 // Q·Kᵀ tile order: each WG starts with the tiles of its stage that were refilled earliest.
@@ -466,6 +484,7 @@ __device__ void decode_cta(const KvMaps& maps, const DecodeParams& p) {
     fence_mbarrier_init();
   }
   __syncthreads();
+  FMLA_TRACE_CTA(0);
   if (wg == 2) {
     setmaxnreg_dec<kProducerRegs>();
     if (t_in_wg == 0) produce_stage<0>(maps, p, base);
@@ -516,6 +535,7 @@ __device__ void decode_cta(const KvMaps& maps, const DecodeParams& p) {
     store_chunk<kBF16>(p, c, o, rs, sm.rowsum, wg, lane, row_lo, hk, kBarRowSum);
     named_barrier_sync_id(kBarConsumers, kThreads);      // Q and row sums are reused by the next chunk
   }
+  FMLA_TRACE_CTA(1);
 }
 
 }  // namespace seesaw
