@@ -164,7 +164,8 @@ def _launch_decode(cache_seqlens, qt: Tensor, kt: Tensor, bt: Tensor, st: Tensor
     kv_maps = variant.kv_maps(kt.ptr, kt.shape, kt.strides)
     kernels.decode_kernel(qt.dtype, device, variant)(
         decode_grid, (variant.threads,), (*kv_maps, params), shared_mem=variant.smem_bytes, stream=stream)
-    kernels.combine_kernel(qt.dtype, device, combine_wide)(combine_grid, (kernels.COMBINE_THREADS,), (params,), stream=stream)
+    kernels.combine_kernel(qt.dtype, device, combine_wide)(
+        combine_grid, (kernels.COMBINE_THREADS,), (params,), stream=stream)
     return alloc.export(out_obj), alloc.export(lse_obj)
 
 

@@ -5,7 +5,8 @@
 // quarter) and its 8 warps share the splits. The merge is latency-bound, so loads are issued in batches: with up
 // to 32 splits the LSEs and the first 8 partials go out together (a row with <= 8 splits costs one round trip),
 // and each later step issues 8 splits' loads (predicated past the last split) before using any. Rows of unsplit
-// requests were written by the decode kernel and are skipped. All partials empty -> out 0, lse +inf (FlashMLA's convention).
+// requests were written by the decode kernel and are skipped. All partials empty -> out 0, lse +inf (FlashMLA's
+// convention).
 #include "common/nvrtc_shim.cuh"
 #include "common/softmax.cuh"
 #include "common/decode_params.cuh"
@@ -192,17 +193,22 @@ __device__ void combine_wide(const DecodeParams& p) {
 
 }  // namespace fmla
 
-// grid (b, ceil(h_kv * rows / 8), 4 column quarters), 256 threads = 8 rows.
-extern "C" __global__ void __launch_bounds__(fmla::kCombineThreads, 4) mla_combine_bf16(const __grid_constant__ fmla::DecodeParams p) {
+// Many rows: grid (b, ceil(h_kv * rows / 8), 4 column quarters), 256 threads = 8 rows; 4 CTAs per SM (the merge
+// is latency-bound, so keep the warps).
+extern "C" __global__ void __launch_bounds__(fmla::kCombineThreads, 4)
+    mla_combine_bf16(const __grid_constant__ fmla::DecodeParams p) {
   fmla::combine_rows<true>(p);
 }
-extern "C" __global__ void __launch_bounds__(fmla::kCombineThreads, 4) mla_combine_fp16(const __grid_constant__ fmla::DecodeParams p) {
+extern "C" __global__ void __launch_bounds__(fmla::kCombineThreads, 4)
+    mla_combine_fp16(const __grid_constant__ fmla::DecodeParams p) {
   fmla::combine_rows<false>(p);
 }
-// grid (b, h_kv * rows, 4 column quarters), 256 threads = 8 warps sharing one row's splits.
-extern "C" __global__ void __launch_bounds__(fmla::kCombineThreads) mla_combine_wide_bf16(const __grid_constant__ fmla::DecodeParams p) {
+// Few rows: grid (b, h_kv * rows, 4 column quarters), 256 threads = 8 warps sharing one row's splits.
+extern "C" __global__ void __launch_bounds__(fmla::kCombineThreads)
+    mla_combine_wide_bf16(const __grid_constant__ fmla::DecodeParams p) {
   fmla::combine_wide<true>(p);
 }
-extern "C" __global__ void __launch_bounds__(fmla::kCombineThreads) mla_combine_wide_fp16(const __grid_constant__ fmla::DecodeParams p) {
+extern "C" __global__ void __launch_bounds__(fmla::kCombineThreads)
+    mla_combine_wide_fp16(const __grid_constant__ fmla::DecodeParams p) {
   fmla::combine_wide<false>(p);
 }
