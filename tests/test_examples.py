@@ -17,7 +17,8 @@ def test_examples_exist():
 
 @pytest.mark.parametrize("name", EXAMPLES)
 def test_example_runs(name):
-    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+               XLA_PYTHON_CLIENT_PREALLOCATE="false")     # this test process may already hold GPU memory
     args = ["--steps", "3"] if name == "serving_loop.py" else []
     r = subprocess.run([sys.executable, str(REPO / "examples" / name), *args], env=env, capture_output=True,
                        text=True, timeout=600)
