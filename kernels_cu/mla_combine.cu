@@ -24,15 +24,7 @@ static_assert(kCombineColumnSplits == FMLA_EXPECT_COMBINE_COLUMN_SPLITS, "kernel
 
 template <bool kBF16>
 __device__ __forceinline__ void store4(void* dst, float4 v) {
-  if constexpr (kBF16) {
-    __nv_bfloat162 a = __floats2bfloat162_rn(v.x, v.y), b = __floats2bfloat162_rn(v.z, v.w);
-    uint2 u = make_uint2(*reinterpret_cast<uint32_t*>(&a), *reinterpret_cast<uint32_t*>(&b));
-    *reinterpret_cast<uint2*>(dst) = u;
-  } else {
-    __half2 a = __floats2half2_rn(v.x, v.y), b = __floats2half2_rn(v.z, v.w);
-    uint2 u = make_uint2(*reinterpret_cast<uint32_t*>(&a), *reinterpret_cast<uint32_t*>(&b));
-    *reinterpret_cast<uint2*>(dst) = u;
-  }
+  *reinterpret_cast<uint2*>(dst) = make_uint2(pack2<kBF16>(v.x, v.y), pack2<kBF16>(v.z, v.w));
 }
 
 // acc += w v, where a weight of 0 (an empty partial) contributes nothing whatever its O holds.
@@ -66,18 +58,32 @@ __device__ __forceinline__ CombineRow combine_row_of(const DecodeParams& p, int 
   return c;
 }
 
+// This lane's 4 columns of the row's first partial; split k is k * stride * kHeadDimV floats further.
+__device__ __forceinline__ const float* partial0(const DecodeParams& p, const CombineRow& c, int col) {
+  return p.o_accum + ((int64_t)c.split0 * c.stride + c.flat) * kHeadDimV + col;
+}
+// Reductions over the 32 lanes of a warp.
+__device__ __forceinline__ float warp_max(float x) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, o));
+  return x;
+}
+__device__ __forceinline__ float warp_sum(float x) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) x += __shfl_xor_sync(0xffffffffu, x, o);
+  return x;
+}
+
 // log2 of the merged LSE (-inf when every partial is empty); the 32 lanes of a warp share the splits.
 __device__ __forceinline__ float merged_lse2(const CombineRow& c, int lane) {
   float mx = neg_inf();
   for (int k = lane; k < c.n_splits; k += 32) mx = fmaxf(mx, c.lse_k[k * c.stride]);
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+  mx = warp_max(mx);
   float sum = 0.f;
   if (mx != neg_inf())
     for (int k = lane; k < c.n_splits; k += 32) sum += exp2f(c.lse_k[k * c.stride] - mx);
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
-  return (sum > 0.f) ? mx + log2f(sum) : neg_inf();
+  sum = warp_sum(sum);
+  return row_lse2(mx, sum);
 }
 
 // sum over splits k = k0, k0 + step, ... of 2^(lse_k - lse2) O_k at this lane's 4 columns `col`: each step of the
@@ -85,7 +91,7 @@ __device__ __forceinline__ float merged_lse2(const CombineRow& c, int lane) {
 __device__ __forceinline__ float4 weighted_sum(const DecodeParams& p, const CombineRow& c, float lse2, int col,
                                                int k0, int step) {
   const int64_t split_step = c.stride * kHeadDimV;              // floats between one row's consecutive partials
-  const float* src = p.o_accum + ((int64_t)c.split0 * c.stride + c.flat) * kHeadDimV + col;
+  const float* src = partial0(p, c, col);
   float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
   for (int k = k0; k < c.n_splits; k += kCombineSplitsInFlight * step) {
     float w[kCombineSplitsInFlight];
@@ -110,7 +116,7 @@ __device__ __forceinline__ void store_row(const DecodeParams& p, const CombineRo
   uint8_t* dst = static_cast<uint8_t*>(p.out) + 2 * out_row_offset(p, c.req, c.s, c.head);
   store4<kBF16>(dst + 2 * col, acc);
   if (write_lse)
-    p.lse[lse_index(p, c.req, c.s, c.head)] = (lse2 == neg_inf()) ? pos_inf() : lse2 * 0.69314718056f;
+    p.lse[lse_index(p, c.req, c.s, c.head)] = lse_natural(lse2);
 }
 
 // Up to 32 splits (lane k holds split k's LSE): the LSEs and the first kCombineSplitsInFlight partials are loaded
@@ -118,19 +124,17 @@ __device__ __forceinline__ void store_row(const DecodeParams& p, const CombineRo
 __device__ __forceinline__ float4 merge_up_to_32(const DecodeParams& p, const CombineRow& c, int col, int lane,
                                                  float& lse2) {
   const int64_t split_step = c.stride * kHeadDimV;
-  const float* src = p.o_accum + ((int64_t)c.split0 * c.stride + c.flat) * kHeadDimV + col;
+  const float* src = partial0(p, c, col);
   const float my_lse = lane < c.n_splits ? c.lse_k[lane * c.stride] : neg_inf();
   float4 v[kCombineSplitsInFlight];
 #pragma unroll
   for (int j = 0; j < kCombineSplitsInFlight; ++j)
     v[j] = j < c.n_splits ? *reinterpret_cast<const float4*>(src + j * split_step) : make_float4(0.f, 0.f, 0.f, 0.f);
   float mx = my_lse;
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+  mx = warp_max(mx);
   float sum = (mx != neg_inf()) ? exp2f(my_lse - mx) : 0.f;  // exp2(-inf) = 0 for lanes past the last split
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
-  lse2 = (sum > 0.f) ? mx + log2f(sum) : neg_inf();
+  sum = warp_sum(sum);
+  lse2 = row_lse2(mx, sum);
   float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
   if (lse2 == neg_inf()) return acc;                            // every partial is empty
 #pragma unroll

@@ -69,8 +69,8 @@ __device__ __forceinline__ void issue_block(const TmaDesc* map, const DecodePara
   int ids[4], id[4];
   block_page_ids(p, c, blk, ids);
   sanitize_page_ids(p, ids, id);
-  const int page = 1 << (int)p.page_shift, box_rows = min(page, kBlockN), boxes = kBlockN / box_rows;
-  const int group0 = ((blk * kBlockN) & (page - 1)) >> 3;   // 0 when page <= 64
+  const BoxGeometry bg = box_geometry(p, blk);
+  const int box_rows = bg.box_rows, boxes = bg.boxes, group0 = bg.group0;
   mbarrier_arrive_expect_tx(full, kRowTileBytes);        // boxes sum to one block, zero-filled or not
 #pragma unroll
   for (int bx = 0; bx < 4; ++bx)
@@ -106,8 +106,15 @@ struct Columns {
   float sum[N / 4];                                      // this thread's partial sum (its 2 tokens per block)
 };
 
-template <int N>
 __device__ __forceinline__ int column_of(int ci, int lane) { return 8 * (ci >> 1) + 2 * (lane & 3) + (ci & 1); }
+
+// Reduce over the 8 lanes of a warp that hold the same columns (lanes sharing l%4).
+template <typename Op>
+__device__ __forceinline__ float column_reduce(float x, Op op) {
+#pragma unroll
+  for (int o = 4; o < 32; o <<= 1) x = op(x, __shfl_xor_sync(0xffffffffu, x, o));
+  return x;
+}
 
 // Sᵀ = K · Qᵀ for the block in `stage` (K tile t: K-major, 8-row groups kGroupBytes apart).
 template <int N, bool kBF16>
@@ -130,15 +137,13 @@ template <int N>
 __device__ __forceinline__ void block_column_max(float (&mx)[N / 4], float* red, int warp, int lane) {
 #pragma unroll
   for (int ci = 0; ci < N / 4; ++ci) {
-    mx[ci] = fmaxf(mx[ci], __shfl_xor_sync(0xffffffffu, mx[ci], 4));
-    mx[ci] = fmaxf(mx[ci], __shfl_xor_sync(0xffffffffu, mx[ci], 8));
-    mx[ci] = fmaxf(mx[ci], __shfl_xor_sync(0xffffffffu, mx[ci], 16));
-    if (lane < 4) red[warp * N + column_of<N>(ci, lane)] = mx[ci];
+    mx[ci] = column_reduce(mx[ci], [](float a, float b) { return fmaxf(a, b); });
+    if (lane < 4) red[warp * N + column_of(ci, lane)] = mx[ci];
   }
   consumer_sync(kBarMax);
 #pragma unroll
   for (int ci = 0; ci < N / 4; ++ci) {
-    const int col = column_of<N>(ci, lane);
+    const int col = column_of(ci, lane);
     mx[ci] = fmaxf(fmaxf(red[col], red[N + col]), fmaxf(red[2 * N + col], red[3 * N + col]));
   }
 }
@@ -168,22 +173,12 @@ __device__ __forceinline__ void softmax_block(float (&s)[N / 2], Columns<N>& cs,
   const int row_in_block = tok0 & (kBlockN - 1);
 #pragma unroll
   for (int i = 0; i < N / 2; ++i) {
-    const int ci = 2 * (i >> 2) + (i & 1), k = row_in_block + 8 * ((i >> 1) & 1), n = column_of<N>(ci, lane);
+    const int ci = 2 * (i >> 2) + (i & 1), k = row_in_block + 8 * ((i >> 1) & 1), n = column_of(ci, lane);
     const float pv = exp2_approx(fmaf(s[i], scale_log2, -cs.max2[ci]));
     cs.sum[ci] += pv;
     const uint32_t bits = pack2<kBF16>(pv, 0.f) & 0xffffu;
     const uint32_t addr = sP + n * 128 + ((((k >> 3) ^ (n & 7))) << 4) + 2 * (k & 7);
     asm volatile("st.shared.b16 [%0], %1;\n" ::"r"(addr), "h"((unsigned short)bits) : "memory");
-  }
-}
-
-// Zero V rows [valid, 64) of tiles 0..7 (the sequence ends inside this block; TMA loaded what follows it).
-__device__ __forceinline__ void zero_v_tail(uint32_t stage, int valid, int tid) {
-  const int per_tile = (kBlockN - valid) * 8;            // 16-B chunks per tile
-  for (int i = tid; i < kVTiles * per_tile; i += kConsumerThreads) {
-    const int tile = i / per_tile, rem = i % per_tile;
-    const uint32_t addr = stage + row_offset(valid + rem / 8, tile) + (rem % 8) * 16;
-    asm volatile("st.shared.v4.b32 [%0], {%1, %1, %1, %1};\n" ::"r"(addr), "r"(0) : "memory");
   }
 }
 
@@ -226,33 +221,30 @@ __device__ __forceinline__ void store_chunk(const DecodeParams& p, const Chunk& 
   float inv[N / 4];
 #pragma unroll
   for (int ci = 0; ci < N / 4; ++ci) {
-    float x = cs.sum[ci];
-    x += __shfl_xor_sync(0xffffffffu, x, 4);
-    x += __shfl_xor_sync(0xffffffffu, x, 8);
-    x += __shfl_xor_sync(0xffffffffu, x, 16);
-    if (lane < 4) red[warp * N + column_of<N>(ci, lane)] = x;
+    const float x = column_reduce(cs.sum[ci], [](float a, float b) { return a + b; });
+    if (lane < 4) red[warp * N + column_of(ci, lane)] = x;
   }
   consumer_sync(kBarSum);
   const int rows = (int)p.rows, ngroups = (int)p.ngroups;
 #pragma unroll
   for (int ci = 0; ci < N / 4; ++ci) {
-    const int col = column_of<N>(ci, lane);
+    const int col = column_of(ci, lane);
     const float total = (red[col] + red[N + col]) + (red[2 * N + col] + red[3 * N + col]);
     inv[ci] = (total > 0.f) ? 1.f / total : 0.f;        // empty (or NaN) row -> output 0
     if (warp == 0 && lane < 4 && col < rows) {
       const float lse2 = row_lse2(cs.max2[ci], total);
       if (!c.is_split) {
         const int s = col / ngroups, head = hk * ngroups + col % ngroups;
-        p.lse[lse_index(p, c.req, s, head)] = (lse2 == neg_inf()) ? pos_inf() : lse2 * 0.69314718056f;
+        p.lse[lse_index(p, c.req, s, head)] = lse_natural(lse2);
       } else {
-        p.lse_accum[((int64_t)c.split_idx * p.h_kv + hk) * rows + col] = lse2;
+        p.lse_accum[accum_row(p, c, hk, rows, col)] = lse2;
       }
     }
   }
   const int dim0 = 16 * warp + lane / 4;
 #pragma unroll
   for (int i = 0; i < N / 2; ++i) {
-    const int ci = 2 * (i >> 2) + (i & 1), col = column_of<N>(ci, lane), dim_hi = 8 * ((i >> 1) & 1);
+    const int ci = 2 * (i >> 2) + (i & 1), col = column_of(ci, lane), dim_hi = 8 * ((i >> 1) & 1);
     if (col >= rows) continue;
     const int s = col / ngroups, head = hk * ngroups + col % ngroups;
     if (!c.is_split) {
@@ -261,7 +253,7 @@ __device__ __forceinline__ void store_chunk(const DecodeParams& p, const Chunk& 
       for (int mt = 0; mt < kVTiles; ++mt)
         dst[64 * mt + dim0 + dim_hi] = (unsigned short)(pack2<kBF16>(o[mt][i] * inv[ci], 0.f) & 0xffffu);
     } else {
-      float* dst = p.o_accum + (((int64_t)c.split_idx * p.h_kv + hk) * rows + col) * kHeadDimV;
+      float* dst = p.o_accum + accum_row(p, c, hk, rows, col) * kHeadDimV;
 #pragma unroll
       for (int mt = 0; mt < kVTiles; ++mt) dst[64 * mt + dim0 + dim_hi] = o[mt][i] * inv[ci];
     }
@@ -284,7 +276,7 @@ __device__ void consume(const DecodeParams& p, const int* meta, int hk, uint32_t
     Columns<N> cs;
 #pragma unroll
     for (int ci = 0; ci < N / 4; ++ci) {
-      cs.key_limit[ci] = key_limit(p, c.seqlen, column_of<N>(ci, lane));
+      cs.key_limit[ci] = key_limit(p, c.seqlen, column_of(ci, lane));
       cs.max2[ci] = kMaxInit;
       cs.sum[ci] = 0.f;
     }
@@ -309,7 +301,8 @@ __device__ void consume(const DecodeParams& p, const int* meta, int hk, uint32_t
         const int tok0 = blk * kBlockN + 16 * warp + lane / 4;
         softmax_block<N, kBF16>(acc, cs, r, red, sP, tok0, warp, lane, scale_log2);
         const int valid = c.seqlen - blk * kBlockN;
-        if (valid < kBlockN) zero_v_tail(stage, max(valid, 0), tid);
+        if (valid < kBlockN)
+          zero_v_tail<kConsumerThreads>(stage, max(valid, 0), tid, [](int r, int t) { return row_offset(r, t); });
         fence_proxy_async_smem();
         consumer_sync(kBarP);                            // P (and a zeroed V tail) complete for the wgmmas
         scale_o<N>(o, r);

@@ -95,8 +95,8 @@ __device__ __forceinline__ void fetch_box_page_ids(const DecodeParams& p, const 
 // cp_async_wait. An id outside the cache becomes num_cache_blocks, which TMA zero-fills.
 __device__ __forceinline__ void issue_region(const KvMaps& maps, const DecodeParams& p, int hk, int blk,
                                              uint32_t ids, uint32_t stage, uint32_t bars, int g) {
-  const int page = 1 << (int)p.page_shift, box_rows = min(page, kBlockN), boxes = kBlockN / box_rows;
-  const int group0 = ((blk * kBlockN) & (page - 1)) >> 3;   // 0 when page <= 64
+  const BoxGeometry bg = box_geometry(p, blk);
+  const int box_rows = bg.box_rows, boxes = bg.boxes, group0 = bg.group0;
   const uint32_t dst = stage + g * kRegionBytes, bar = bars + 32 * g;
   mbarrier_arrive_expect_tx(bar, region_tiles(g) * kTileBytes);   // zero-filled boxes count their bytes too
 #pragma unroll 1
@@ -104,7 +104,7 @@ __device__ __forceinline__ void issue_region(const KvMaps& maps, const DecodePar
     const int v = ld_shared_at_use(ids + 4 * bx);
     tma_load_5d(dst + bx * (box_rows / 8) * region_tiles(g) * 1024, g < 2 ? maps.v : maps.rope,
                 hk * (int)p.k_stride_head, 0, 4 * g, group0,
-                (v >= 0 && v < p.num_cache_blocks) ? v : (int)p.num_cache_blocks, bar);
+                sanitize_page_id(p, v), bar);
   }
 }
 
@@ -217,18 +217,8 @@ __device__ __forceinline__ void store_p(const uint32_t (&pa)[16], uint32_t tile,
 #pragma unroll
   for (int j = 0; j < 8; ++j) {
     const uint32_t off = ((j ^ (row_lo & 7)) << 4) + 4 * (lane & 3);
-    asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(tile + row_lo * 128 + off), "r"(pa[2 * j]) : "memory");
-    asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(tile + (row_lo + 8) * 128 + off), "r"(pa[2 * j + 1]) : "memory");
-  }
-}
-
-// Zero V rows [valid, 64) of tiles 0..7 (the sequence ends inside this block; TMA loaded what follows it).
-__device__ __forceinline__ void zero_v_tail(uint32_t stage, int valid, int t_in_wg) {
-  const int per_tile = (kBlockN - valid) * 8;             // 16-B chunks per tile
-  for (int i = t_in_wg; i < 8 * per_tile; i += 128) {
-    const int tile = i / per_tile, rem = i % per_tile;
-    const uint32_t addr = stage + row_offset(valid + rem / 8, tile) + (rem % 8) * 16;
-    asm volatile("st.shared.v4.b32 [%0], {%1, %1, %1, %1};\n" ::"r"(addr), "r"(0) : "memory");
+    st_shared_s32(tile + row_lo * 128 + off, pa[2 * j]);
+    st_shared_s32(tile + (row_lo + 8) * 128 + off, pa[2 * j + 1]);
   }
 }
 
@@ -245,7 +235,7 @@ __device__ __forceinline__ int valid_rows_if_tail(const Chunk& c, int blk) {
 // (the other WG reads its half later, after a barrier the owner arrives on after this).
 __device__ __forceinline__ void prepare_v(const Chunk& c, int blk, uint32_t stage, int t_in_wg, int wg_barrier) {
   if (const int valid = valid_rows_if_tail(c, blk)) {
-    zero_v_tail(stage, valid, t_in_wg);
+    zero_v_tail<128>(stage, valid, t_in_wg, [](int r, int t) { return row_offset(r, t); });
     fence_proxy_async_smem();
     named_barrier_sync_id(wg_barrier, 128);
   }
@@ -336,7 +326,7 @@ struct Smem {                     // shared-memory addresses and the per-row exc
 
 // WG0 side of one pair: owns block blk0 (stage 0) and O_L.
 template <bool kBF16>
-__device__ __forceinline__ void pair_wg0(const DecodeParams& p, const Chunk& c, const Smem& sm, const PairCtx& pc,
+__device__ __forceinline__ void pair_wg0(const Chunk& c, const Smem& sm, const PairCtx& pc,
                                          float (&o)[128], RowState (&rs)[2], int row_lo, int lane, int t_in_wg,
                                          float scale_log2) {
   float s[32], r0[2], r1[2];
@@ -382,7 +372,7 @@ __device__ __forceinline__ void pair_wg0(const DecodeParams& p, const Chunk& c, 
 
 // WG1 side of one pair: owns block blk1 (stage 1, if it exists) and O_R.
 template <bool kBF16>
-__device__ __forceinline__ void pair_wg1(const DecodeParams& p, const Chunk& c, const Smem& sm, const PairCtx& pc,
+__device__ __forceinline__ void pair_wg1(const Chunk& c, const Smem& sm, const PairCtx& pc,
                                          float (&o)[128], RowState (&rs)[2], int row_lo, int lane, int t_in_wg,
                                          float scale_log2) {
   float s[32], r0[2], r1[2] = {1.f, 1.f};
@@ -525,9 +515,9 @@ __device__ void decode_cta(const KvMaps& maps, const DecodeParams& p) {
         pc.par1 = loads1 & 1;
         pc.index = pairs++;
         if (wg == 0)
-          pair_wg0<kBF16>(p, c, sm, pc, o, rs, row_lo, lane, t_in_wg, scale_log2);
+          pair_wg0<kBF16>(c, sm, pc, o, rs, row_lo, lane, t_in_wg, scale_log2);
         else
-          pair_wg1<kBF16>(p, c, sm, pc, o, rs, row_lo, lane, t_in_wg, scale_log2);
+          pair_wg1<kBF16>(c, sm, pc, o, rs, row_lo, lane, t_in_wg, scale_log2);
         loads0 += 1;
         loads1 += pc.has1;
       }

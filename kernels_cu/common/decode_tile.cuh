@@ -4,6 +4,7 @@
 #pragma once
 #include "nvrtc_shim.cuh"
 #include "ptx_async.cuh"
+#include "ptx_tma.cuh"
 #include "softmax.cuh"
 #include "decode_params.cuh"
 
@@ -49,6 +50,21 @@ __device__ __forceinline__ void load_q_tile_async(const DecodeParams& p, uint32_
   load_row_async<kTileStride>(sQ, load_row, load_sub, src, q);
 }
 
+// Zero V rows [valid, 64) of tiles 0..7 (the sequence ends inside this block; TMA loaded what follows it);
+// row_offset(r, t): byte offset of token row r of tile t in the kernel's stage layout.
+template <int kNumThreads, typename RowOffset>
+__device__ __forceinline__ void zero_v_tail(uint32_t stage, int valid, int tid, RowOffset row_offset) {
+  const int per_tile = (kBlockN - valid) * 8;             // 16-B chunks per tile
+  for (int i = tid; i < 8 * per_tile; i += kNumThreads) {
+    const int tile = i / per_tile, rem = i % per_tile;
+    const uint32_t addr = stage + row_offset(valid + rem / 8, tile) + (rem % 8) * 16;
+    asm volatile("st.shared.v4.b32 [%0], {%1, %1, %1, %1};\n" ::"r"(addr), "r"(0) : "memory");
+  }
+}
+
+// 64-token blocks that hold `seqlen` keys (none for seqlen <= 0).
+__device__ __forceinline__ int blocks_of(int seqlen) { return (max(seqlen, 0) + kBlockN - 1) / kBlockN; }
+
 // The part of request `req` that this CTA decodes, from the schedule row of its part (mla_metadata.cu).
 struct Chunk {
   int req, seqlen;
@@ -78,13 +94,18 @@ __device__ __forceinline__ Chunk chunk_with_shift(const DecodeParams& p, int req
   const int split0 = __ldg(p.num_splits + req);
   c.is_split = __ldg(p.num_splits + req + 1) - split0 > 1;
   c.split_idx = split0 + ((req == begin_req) ? begin_split : 0);
-  c.last = min(c.last, (max(c.seqlen - key_shift, 0) + kBlockN - 1) / kBlockN);   // skip fully masked blocks
+  c.last = min(c.last, blocks_of(c.seqlen - key_shift));   // skip fully masked blocks
   return c;
 }
 
 __device__ __forceinline__ Chunk chunk_of(const DecodeParams& p, int req, int begin_req, int begin_blk,
                                           int end_req, int end_blk, int begin_split, int m_block) {
   return chunk_with_shift(p, req, begin_req, begin_blk, end_req, end_blk, begin_split, tile_key_shift(p, m_block));
+}
+
+// Row of the split workspace (o_accum, lse_accum) that chunk `c` writes for packed row r of KV head hk.
+__device__ __forceinline__ int64_t accum_row(const DecodeParams& p, const Chunk& c, int hk, int rows, int r) {
+  return ((int64_t)c.split_idx * p.h_kv + hk) * rows + r;
 }
 
 struct RowState {          // one accumulator row of this thread (rows lo and hi of the wgmma fragment)
@@ -105,17 +126,6 @@ __device__ __forceinline__ void init_rows(RowState (&rs)[2], const DecodeParams&
   }
 }
 
-template <bool kBF16>
-__device__ __forceinline__ uint32_t pack2(float a, float b) {
-  if constexpr (kBF16) {
-    __nv_bfloat162 h = __floats2bfloat162_rn(a, b);
-    return *reinterpret_cast<uint32_t*>(&h);
-  } else {
-    __half2 h = __floats2half2_rn(a, b);
-    return *reinterpret_cast<uint32_t*>(&h);
-  }
-}
-
 // Epilogue of a chunk. WG `wg` holds O[:, 256wg : 256wg+256] of its two rows and a partial row sum; both WGs
 // hold the same running max. Sums are combined through s_rowsum [2][64], then O / sum is stored (16-bit to
 // `out`, or fp32 to the split workspace) with the LSE (natural log; +inf / -inf for rows with no key).
@@ -129,7 +139,7 @@ __device__ __forceinline__ void store_chunk(const DecodeParams& p, const Chunk& 
     s_rowsum[wg * kBlockM + row_lo] = rs[0].sum;
     s_rowsum[wg * kBlockM + row_lo + 8] = rs[1].sum;
   }
-  asm volatile("bar.sync %0, %1;\n" ::"r"(rowsum_barrier), "r"(kThreads) : "memory");
+  named_barrier_sync_id(rowsum_barrier, kThreads);
   float inv[2], lse2[2];
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
@@ -151,9 +161,10 @@ __device__ __forceinline__ void store_chunk(const DecodeParams& p, const Chunk& 
       for (int j = 0; j < 32; ++j)
         dst[(col0 + 8 * j) / 2] = pack2<kBF16>(o[4 * j + 2 * h] * inv[h], o[4 * j + 2 * h + 1] * inv[h]);
       if (wg == 0 && (lane & 3) == 0)
+        // lse_natural(lse2[h]), written out: the call reorders two parameter loads in the measured PTX
         p.lse[lse_index(p, c.req, s, head)] = (lse2[h] == neg_inf()) ? pos_inf() : lse2[h] * 0.69314718056f;
     } else {
-      const int64_t acc_row = ((int64_t)c.split_idx * p.h_kv + hk) * rows + r;
+      const int64_t acc_row = accum_row(p, c, hk, rows, r);
       float2* dst = reinterpret_cast<float2*>(p.o_accum + acc_row * kHeadDimV);
 #pragma unroll
       for (int j = 0; j < 32; ++j)

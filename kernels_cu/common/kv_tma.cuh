@@ -19,13 +19,25 @@ __device__ __forceinline__ void block_page_ids(const DecodeParams& p, const Chun
   }
 }
 
+// A page id from the table is never trusted: one outside the cache becomes num_cache_blocks (TMA zero-fills).
+__device__ __forceinline__ int sanitize_page_id(const DecodeParams& p, int v) {
+  return (v >= 0 && v < p.num_cache_blocks) ? v : (int)p.num_cache_blocks;
+}
+
+// TMA boxes of 64-token block `blk`: min(page, 64) token rows each, 64 / box_rows of them, starting at 8-token
+// group group0 of the first page (0 when page <= 64).
+struct BoxGeometry { int box_rows, boxes, group0; };
+__device__ __forceinline__ BoxGeometry box_geometry(const DecodeParams& p, int blk) {
+  const int page = 1 << (int)p.page_shift, box_rows = min(page, kBlockN);
+  return {box_rows, kBlockN / box_rows, ((blk * kBlockN) & (page - 1)) >> 3};
+}
+
 // Page ids as used by the TMA: ids from the table are never trusted, garbage ones become out of range.
 template <typename Ids>
 __device__ __forceinline__ void sanitize_page_ids(const DecodeParams& p, const Ids& ids, int (&id)[4]) {
 #pragma unroll
   for (int bx = 0; bx < 4; ++bx) {
-    const int v = ids[bx];
-    id[bx] = (v >= 0 && v < p.num_cache_blocks) ? v : (int)p.num_cache_blocks;
+    id[bx] = sanitize_page_id(p, ids[bx]);
   }
 }
 

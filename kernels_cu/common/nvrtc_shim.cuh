@@ -11,6 +11,5 @@
 
 typedef unsigned char uint8_t;
 typedef unsigned int uint32_t;
-typedef int int32_t;
 typedef unsigned long long uint64_t;
 typedef long long int64_t;

@@ -32,4 +32,21 @@ __device__ __forceinline__ float row_lse2(float row_max, float row_sum) {
   return (row_sum > 0.f) ? row_max + log2f(row_sum) : neg_inf();
 }
 
+// Final LSE in natural log; +inf for a row with no key (FlashMLA's convention).
+__device__ __forceinline__ float lse_natural(float lse2) {
+  return (lse2 == neg_inf()) ? pos_inf() : lse2 * 0.69314718056f;
+}
+
+// Two floats as one 16-bit pair (bf16 or fp16), low half first.
+template <bool kBF16>
+__device__ __forceinline__ uint32_t pack2(float a, float b) {
+  if constexpr (kBF16) {
+    __nv_bfloat162 h = __floats2bfloat162_rn(a, b);
+    return *reinterpret_cast<uint32_t*>(&h);
+  } else {
+    __half2 h = __floats2half2_rn(a, b);
+    return *reinterpret_cast<uint32_t*>(&h);
+  }
+}
+
 }  // namespace fmla
