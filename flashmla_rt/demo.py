@@ -10,7 +10,7 @@ import time
 
 import numpy as np
 
-from . import reference, schedule
+from . import reference
 
 
 def make_step(b: int, s_q: int, h_q: int, h_kv: int, page: int, mean_len: int, seed: int, dtype):
@@ -55,8 +55,8 @@ def main(argv: list[str]) -> int:
     from . import _device
     if not _device.hopper_available():
         print("no Hopper GPU (sm_90) here: running the same step through the NumPy reference (flashmla_rt.reference)")
-        rows = args.s_q * args.heads // args.heads_kv
-        meta, splits = schedule.plan(seqlens, schedule.num_sm_parts(132, rows, args.heads_kv))
+        from . import get_mla_metadata                     # a NumPy cache_seqlens is planned on the host
+        meta, splits = get_mla_metadata(seqlens, args.s_q * args.heads // args.heads_kv, args.heads_kv)
         print(f"schedule for 132 SMs: {meta.shape[0]} parts, {int(splits[-1])} chunks")
         print(f"out {ref_out.shape} mean|out|={np.abs(ref_out).mean():.4f}; lse[0, :, 0] (empty request) = "
               f"{ref_lse[0, :2, 0].tolist()}; lse[-1, :4, -1] = {np.round(ref_lse[-1, :4, -1], 4).tolist()}")

@@ -95,23 +95,23 @@ def flash_mla_with_kvcache(q, k_cache, block_table, cache_seqlens, head_dim_v, t
     _checks.check_decode_args(qt, kt, bt, st, head_dim_v, mt, nt)
     device = _checks.check_on_device([qt, kt, bt, st, mt, nt])
     with _on_device(device):
-        return _launch_decode(cache_seqlens, qt, kt, bt, st, mt, nt, softmax_scale, causal, out, lse,
-                              check_seqlens, device, sig)
+        return _launch_decode(qt, kt, bt, st, mt, nt, softmax_scale, causal, out, lse, check_seqlens, device, sig)
 
 
 def _launch_planned(plan, q, k_cache, block_table, cache_seqlens, meta, num_splits, check_seqlens):
     """A call whose signature was validated before: pointers in, results out (None: take the full path)."""
     import cupy
-    if cupy.cuda.runtime.getDevice() != plan.device:
-        return None
+    if cupy.cuda.runtime.getDevice() != plan.device:      # the tensors' device, as the full path makes current
+        with _on_device(plan.device):
+            return _launch_planned(plan, q, k_cache, block_table, cache_seqlens, meta, num_splits, check_seqlens)
     stream = current_stream("torch", plan.device)
-    if _should_check_seqlens(check_seqlens, "torch", stream):
+    if _should_check_seqlens(check_seqlens, stream):
         _checks.check_block_table_covers(describe("block_table", block_table), plan.k_shape[1],
                                          _max_seqlen(cache_seqlens, describe("cache_seqlens", cache_seqlens)))
     return plan.launch(q, k_cache, block_table, cache_seqlens, meta, num_splits, stream.ptr)
 
 
-def _launch_decode(cache_seqlens, qt: Tensor, kt: Tensor, bt: Tensor, st: Tensor, mt: Tensor, nt: Tensor,
+def _launch_decode(qt: Tensor, kt: Tensor, bt: Tensor, st: Tensor, mt: Tensor, nt: Tensor,
                    softmax_scale, causal, out, lse, check_seqlens, device: int, sig=None):
     b, s_q, h_q, d = qt.shape
     n_blocks, page, h_kv, _ = kt.shape
@@ -128,8 +128,8 @@ def _launch_decode(cache_seqlens, qt: Tensor, kt: Tensor, bt: Tensor, st: Tensor
     parts = mt.shape[0]
 
     stream = current_stream(qt.framework, device)
-    if _should_check_seqlens(check_seqlens, qt.framework, stream):
-        _checks.check_block_table_covers(bt, page, _max_seqlen(cache_seqlens, st))
+    if _should_check_seqlens(check_seqlens, stream):
+        _checks.check_block_table_covers(bt, page, _max_seqlen(st.obj, st))
 
     variant = kernels.decode_variant(rows)
     m_blocks = -(-rows // schedule.BLOCK_M)
@@ -143,7 +143,7 @@ def _launch_decode(cache_seqlens, qt: Tensor, kt: Tensor, bt: Tensor, st: Tensor
         causal=int(causal), scale_log2=float(softmax_scale) * LOG2E)
     # Split workspace: at most b + parts chunks exist (each part cuts at most one request).
     o_accum_shape, lse_accum_shape = (b + parts, h_kv, rows, _checks.HEAD_DIM_V), (b + parts, h_kv, rows)
-    if sig is not None and out is None and lse is None and qt.framework == "torch":
+    if sig is not None:                  # only torch callers without out=/lse= get a signature
         plan = _fastpath.LaunchPlan(
             device=device, out_shape=(b, s_q, h_q, _checks.HEAD_DIM_V), out_dtype=qt.dtype, lse_shape=(b, h_q, s_q),
             o_accum_elems=math.prod(o_accum_shape), lse_accum_elems=math.prod(lse_accum_shape),
@@ -178,7 +178,7 @@ def _output(alloc: Allocator, given, name: str, shape: tuple, dtype: str, device
     return given, t
 
 
-def _should_check_seqlens(requested, framework: str, stream) -> bool:
+def _should_check_seqlens(requested, stream) -> bool:
     if requested is not None:
         return bool(requested)
     if os.environ.get("FLASHMLA_RT_CHECK_SEQLENS", "1") == "0":
