@@ -3,7 +3,7 @@
 # Each variant is "name:diff1+diff2:-DOPTS:VAR=value" (diffs, options and one environment setting may be empty); it gets its own copy of the tree,
 # a correctness subset of the GPU tests, and graph/eager timings of the bench rows ROWS (peer only for the
 # first variant). Usage (device tool, carry .peers):
-#   VARIANTS="v6::|grouped:grouped-tma:" ROWS=0,12,22 bash bench/experiments.sh
+#   VARIANTS="base:::|chains:softmax-chains::" ROWS=0,12,22 bash bench/experiments.sh
 set -o pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 root=$PWD

@@ -20,8 +20,7 @@ if not a.no_peer:
     peer = bench.load_peer()[0]
     impls += [peer] if peer else []
 for mod in impls:
-    extra = {"check_seqlens": False} if mod is impls[0] else {}
-    call = bench.make_call(mod, q, k, bt, sl, a.s_q, a.h_q, **extra)
+    call = bench.make_call(mod, q, k, bt, sl, a.s_q, a.h_q)
     for _ in range(a.calls):
         call()
     torch.cuda.synchronize()

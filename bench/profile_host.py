@@ -10,20 +10,14 @@ import time
 import torch
 
 import flashmla_rt
+from flashmla_rt import bench
 
 
 def main():
     out_dir = sys.argv[1] if len(sys.argv) > 1 else os.environ.get("OUT", ".")
-    b, s_q, h_q, s_k = 128, 1, 16, 4096
-    blocks = b * s_k // 64
-    q = torch.randn(b, s_q, h_q, 576, dtype=torch.bfloat16, device="cuda")
-    kv = torch.randn(blocks, 64, 1, 576, dtype=torch.bfloat16, device="cuda")
-    bt = torch.randperm(blocks, device="cuda").to(torch.int32).view(b, -1)
-    sl = torch.full((b,), s_k, dtype=torch.int32, device="cuda")
-    meta, ns = flashmla_rt.get_mla_metadata(sl, s_q * h_q, 1)
-
-    def call():
-        return flashmla_rt.flash_mla_with_kvcache(q, kv, bt, sl, 512, meta, ns, causal=True, check_seqlens=False)
+    b, s_q, h_q, s_k = 128, 1, 16, 4096                      # bench row 0
+    q, kv, bt, sl = bench.make_inputs(b, s_q, h_q, s_k, False, 0)
+    call = bench.make_call(flashmla_rt, q, kv, bt, sl, s_q, h_q)
     for _ in range(20):
         call()
     torch.cuda.synchronize()

@@ -2,25 +2,12 @@
 Builds the call's launch plan once, then times each kernel launch sequence with CUDA events (median of 50,
 back-to-back launches after warm-up, so launch gaps are included as in a graph).
 Usage: python3 bench/split_time.py [rows, default 0,12,16,20,22,24,25]"""
-import statistics
 import sys
 
 import torch
 
 import flashmla_rt
 from flashmla_rt import _fastpath, bench
-
-
-def time_us(fn, iters=50, warmup=10):
-    for _ in range(warmup):
-        fn()
-    ev = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(iters)]
-    for a, b in ev:
-        a.record()
-        fn()
-        b.record()
-    torch.cuda.synchronize()
-    return statistics.median(a.elapsed_time(b) * 1e3 for a, b in ev)
 
 
 def main():
@@ -45,12 +32,12 @@ def main():
         def both():
             plan.launch_decode(params, stream)
             plan.launch_combine(params, stream)
-        t_dec, t_both = time_us(decode), time_us(both)
+        t_dec, t_both = bench.time_back_to_back(decode, 50, 10), bench.time_back_to_back(both, 50, 10)
         splits = int(ns[-1].item())
         print(f"row {r:2d} {bench.row_label(b, s_q, h_q, s_k, varlen):<30} {plan.variant.name:<9} parts {plan.decode_grid[2]:3d} "
               f"splits {splits:4d}  decode {t_dec:7.1f} us  decode+combine {t_both:7.1f} us  "
               f"combine share {t_both - t_dec:5.1f} us", flush=True)
-        del q, kc, bt, sl, out, lse, ws
+        del q, kc, bt, sl, args, out, lse, ws
         torch.cuda.empty_cache()
 
 

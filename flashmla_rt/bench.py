@@ -345,9 +345,12 @@ def load_peer():
 
 
 def make_call(mod, q, k_cache, block_table, cache_seqlens, s_q, h_q, **extra):
-    """Metadata once (untimed), then a zero-argument closure doing one decode call. `extra` kwargs go to the call
-    (ours gets check_seqlens=False: the serving configuration, no host sync; FlashMLA has no such check)."""
+    """Metadata once (untimed), then a zero-argument closure doing one decode call. `extra` kwargs go to the call.
+    Ours gets check_seqlens=False unless `extra` says otherwise: the serving configuration, no host sync
+    (FlashMLA has no such check)."""
     torch = _torch()
+    if getattr(mod, "__name__", None) == __package__:
+        extra.setdefault("check_seqlens", False)
     meta, num_splits = mod.get_mla_metadata(cache_seqlens, s_q * h_q // H_KV, H_KV)
     torch.cuda.synchronize()
 
@@ -398,7 +401,7 @@ def bench_one(mod, inputs, s_q, h_q, args, work, ceilings, is_ours):
     flops, nbytes = work
     rec, eager_result = {}, None
     try:
-        call = make_call(mod, *inputs, s_q, h_q, **({"check_seqlens": False} if is_ours else {}))
+        call = make_call(mod, *inputs, s_q, h_q)
         if is_ours:
             rec["first_call_ms"] = round(time_first_call(call), 1)
         rec["eager"] = metrics(time_eager(call, args.iters, args.warmup), flops, nbytes, ceilings)
@@ -490,7 +493,6 @@ def _driver_version():
 
 def _git_head():
     """Commit of the checkout the package runs from (which kernel version a result belongs to), or None."""
-    import subprocess
     try:
         root = Path(__file__).resolve().parent.parent
         return subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True,

@@ -41,3 +41,9 @@ def pytest_collection_modifyitems(config, items):
     skip = pytest.mark.skip(reason="needs a Hopper (sm_90) GPU")
     for item in gpu_items:
         item.add_marker(skip)
+
+
+@pytest.fixture(scope="module")
+def torch():
+    """PyTorch, or skip: the GPU tests drive the kernels with torch tensors."""
+    return pytest.importorskip("torch")

@@ -142,12 +142,12 @@ def make_case(b, s_q, h_q, h_kv, seqlens, *, page=64, dtype="bfloat16", causal=F
                 causal=causal, softmax_scale=softmax_scale)
 
 
-def run(case: Case, q=None, out=None, lse=None, **kwargs):
-    """get_mla_metadata + flash_mla_with_kvcache on the case's torch tensors (q may be overridden)."""
+def run(case: Case, out=None, lse=None, **kwargs):
+    """get_mla_metadata + flash_mla_with_kvcache on the case's torch tensors."""
     import flashmla_rt
     meta, splits = flashmla_rt.get_mla_metadata(case.cache_seqlens, case.rows, case.h_kv)
     return flashmla_rt.flash_mla_with_kvcache(
-        case.q if q is None else q, case.k_cache, case.block_table, case.cache_seqlens, DV, meta, splits,
+        case.q, case.k_cache, case.block_table, case.cache_seqlens, DV, meta, splits,
         softmax_scale=case.softmax_scale, causal=case.causal, out=out, lse=lse, **kwargs)
 
 
@@ -172,7 +172,7 @@ def _executor() -> ThreadPoolExecutor:
     return _pool
 
 
-def reference(case: Case, q=None, seqlens=None, compute_dtype=None):
+def reference(case: Case, q=None, seqlens=None):
     """`mla_decode_reference` on host copies: (out, lse) float32 NumPy, out NOT yet rounded to q's dtype.
 
     Only pages that hold data are copied to the host (a compacted pool with a renumbered block table):
@@ -193,9 +193,8 @@ def reference(case: Case, q=None, seqlens=None, compute_dtype=None):
     table = np.zeros(case.block_table_host.shape, dtype=np.int64)
     table[used] = np.arange(ids.size)
 
-    if compute_dtype is None:
-        work = int(sl.astype(np.int64).sum()) * s_q * h_q
-        compute_dtype = np.float64 if work <= F64_WORK_LIMIT else np.float32
+    work = int(sl.astype(np.int64).sum()) * s_q * h_q
+    compute_dtype = np.float64 if work <= F64_WORK_LIMIT else np.float32
     out = np.zeros((b, s_q, h_q, DV), dtype=np.float32)
     lse = np.full((b, h_q, s_q), np.inf, dtype=np.float32)
 

@@ -62,11 +62,6 @@ CORNER = [(h_q, h_kv, causal, dtype, page)
                ("float16", 64), ("bfloat16", 32), ("float16", 256), ("bfloat16", 64)])]
 
 
-@pytest.fixture(scope="module")
-def torch():
-    return pytest.importorskip("torch")
-
-
 def decode_and_check(case, context, repeat=True, out_tol=gc.OUT_TOL):
     """Poisoned out=/lse= run checked against the reference; then the no-out path must give the same bits."""
     out, lse = gc.poisoned_outputs(case)

@@ -18,11 +18,6 @@ SLEEP_CYCLES = 200_000_000      # ~0.1 s of GPU spinning: long enough for mispla
 
 
 @pytest.fixture(scope="module")
-def torch():
-    return pytest.importorskip("torch")
-
-
-@pytest.fixture(scope="module")
 def cupy():
     return pytest.importorskip("cupy")
 

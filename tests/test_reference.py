@@ -12,9 +12,9 @@ import pytest
 
 from flashmla_rt import schedule
 from flashmla_rt.reference import HEAD_DIM_K, HEAD_DIM_V, combine_splits, mla_decode_reference
+from gpu_cases import BAD_PAGE
 
 D, DV = HEAD_DIM_K, HEAD_DIM_V
-BAD_PAGE = 2147480000          # FlashMLA's test value for block-table entries past the last page
 
 
 def make_case(rng, seqlens, s_q, h_q, h_kv, page, dtype=np.float32):
