@@ -9,14 +9,15 @@
 //   WG1: S1; [Scale0] m1, r1, P1 -> [Scale1] ; O_R = O_R r0 r1 + P1 V1_R (registers); P1 -> smem [P1 ready]
 //   WG0: [Scale1] P0 r1 -> smem [P0 ready] ; O_L = O_L r1 + P1 V1_L (P1 from smem)
 //   WG1: [P0 ready] O_R += (P0 r1) V0_R (smem)
-// so one warpgroup's softmax runs under the other's MMAs. P of a block is written into that block's RoPE tile
-// (K columns 512..575, dead once its owner's Q·Kᵀ is done).
+// so one warpgroup's softmax runs under the other's MMAs. P1 is written into stage 1's RoPE tile (K columns
+// 512..575, dead once WG1's Q·Kᵀ is done); P0 has a tile of its own, so stage 0's RoPE region is released, and
+// refilled, right after WG0's Q·Kᵀ.
 // Loads: a stage holds a block as three regions, V_L (tiles 0-3), V_R (tiles 4-7) and the RoPE tile, each loaded
 // by one TMA (one per page below 64) that reads whole 512-B (128-B) runs of every token row, completing on its
 // own "full" mbarrier. A third warpgroup produces (setmaxnreg: the consumers get 240 registers, it keeps 24): one
 // warp per stage reads the page ids and refills each region as soon as its last reader releases it on the
-// region's "empty" mbarrier: stage 0 V_L after WG0's first P·V, stage 1 V_R after WG1's first P·V, the rest after
-// the second P·Vs. The consumers never issue a TMA. Each WG's Q·Kᵀ waits region by region, early-refilled
+// region's "empty" mbarrier: stage 0 RoPE after WG0's Q·Kᵀ, stage 0 V_L after WG0's first P·V, stage 1 V_R after
+// WG1's first P·V, the rest after the second P·Vs. The consumers never issue a TMA. Each WG's Q·Kᵀ waits region by region, early-refilled
 // regions first. Once no row's max moves, the O rescale is skipped.
 // Rows of the sequence's last page past its end are loaded by TMA (they may hold NaN) and are zeroed in V before
 // P·V; pages past the end and invalid block ids get an out-of-range coordinate (TMA zero fill).
@@ -36,7 +37,8 @@ namespace seesaw {
 constexpr int kOffQ = 0;                                  // [9][64][128 B] Q
 constexpr int kOffStage0 = kRowTileBytes;                 // even block of a pair: [9][64][128 B]
 constexpr int kOffStage1 = 2 * kRowTileBytes;             // odd block
-constexpr int kOffMax0 = 3 * kRowTileBytes;               // float [64]: m0 published by WG0 (log2 units)
+constexpr int kOffP0 = 3 * kRowTileBytes;                 // [64][128 B] P0 for WG1 (stage 0's RoPE tile frees early)
+constexpr int kOffMax0 = kOffP0 + kTileBytes;             // float [64]: m0 published by WG0 (log2 units)
 constexpr int kOffScale0 = kOffMax0 + 4 * kBlockM;        // float [64]: r0 published by WG0
 constexpr int kOffMax1 = kOffScale0 + 4 * kBlockM;        // float [64]: m1 published by WG1
 constexpr int kOffScale1 = kOffMax1 + 4 * kBlockM;        // float [64]: r1 published by WG1
@@ -54,7 +56,7 @@ static_assert(kSmemBytes <= 232448, "exceeds the 227 KB opt-in shared memory of 
 static_assert(kSmemBytes == FMLA_EXPECT_SMEM_BYTES, "kernels.DECODE_SMEM_BYTES differs from kSmemBytes");
 static_assert(kThreads + 128 == FMLA_EXPECT_THREADS, "kernels.DECODE_THREADS differs from the seesaw's block");
 #endif
-constexpr int kPTile = 8 * kTileBytes;                    // offset of the RoPE tile, reused for P
+constexpr int kPTile = 8 * kTileBytes;                    // offset of the RoPE tile, reused for P1 in stage 1
 
 // Stage layout: regions g = 0 (V_L, tiles 0-3), 1 (V_R, tiles 4-7), 2 (RoPE, tile 8) at g * kRegionBytes, each
 // [8-token group][its tiles][8 rows][128 B] (the order a row-walking TMA box lands in), so 8-row groups of a tile
@@ -157,7 +159,7 @@ __device__ __forceinline__ unsigned long long globaltimer_ns() {
 // Q·Kᵀ tile order: each WG starts with the tiles of its stage that were refilled earliest.
 template <int kWG>
 __device__ __forceinline__ constexpr int qk_tile(int idx) {
-  return kWG == 0 ? idx : (idx < 4 ? idx + 4 : (idx < 8 ? idx - 4 : 8));
+  return kWG == 0 ? (idx < 4 ? idx : (idx == 4 ? 8 : idx - 1)) : (idx < 4 ? idx + 4 : (idx < 8 ? idx - 4 : 8));
 }
 
 // S[64x64] = Q K^T of the block in `stage`, each tile's wgmmas issued as soon as that tile has landed.
@@ -180,33 +182,41 @@ __device__ __forceinline__ void qk_block(float (&s)[32], uint32_t sQ, uint32_t s
 }
 
 // Mask, new running max against rs.max2 (r = rescale of the old max, applied to rs.sum), P = exp2(S c - max)
-// in place (fp32) and packed to 16 bits as the A fragment of the P·V wgmma.
+// in place (fp32) and packed to 16 bits as the A fragment of the P·V wgmma. The softmax is on the pair's serial
+// chain, so the mask runs only for a block that reaches past one of the warp's row limits (the sequence's last
+// block, causal rows), and each row's max and sum run as two 8-long chains, not one of 16 (a deeper tree spills).
 template <bool kBF16>
 __device__ __forceinline__ void softmax_block(float (&s)[32], uint32_t (&pa)[16], RowState (&rs)[2], float (&r)[2],
                                               int tok0, float scale_log2) {
-  float mx[2] = {neg_inf(), neg_inf()};
+  const int block_last = tok0 | (kBlockN - 1);             // tok0 = block start + 2 (lane & 3)
+  if (!__all_sync(0xffffffffu, block_last < min(rs[0].key_limit, rs[1].key_limit))) {
 #pragma unroll
-  for (int j = 0; j < 8; ++j)
+    for (int j = 0; j < 8; ++j)
 #pragma unroll
-    for (int v = 0; v < 4; ++v) {
-      const int h = v >> 1, tok = tok0 + 8 * j + (v & 1);
-      float& x = s[4 * j + v];
-      x = (tok < rs[h].key_limit) ? x : neg_inf();        // select, never arithmetic: NaN-safe
-      mx[h] = fmaxf(mx[h], x);
-    }
+      for (int v = 0; v < 4; ++v) {
+        const int h = v >> 1, tok = tok0 + 8 * j + (v & 1);
+        float& x = s[4 * j + v];
+        x = (tok < rs[h].key_limit) ? x : neg_inf();      // select, never arithmetic: NaN-safe
+      }
+  }
+  float mx[4] = {neg_inf(), neg_inf(), neg_inf(), neg_inf()};   // [2 h + (i & 1)]: two chains per row
+#pragma unroll
+  for (int i = 0; i < 32; ++i) mx[2 * ((i >> 1) & 1) + (i & 1)] = fmaxf(mx[2 * ((i >> 1) & 1) + (i & 1)], s[i]);
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
-    const float new_max = fmaxf(rs[h].max2, quad_max(mx[h]) * scale_log2);
+    const float new_max = fmaxf(rs[h].max2, quad_max(fmaxf(mx[2 * h], mx[2 * h + 1])) * scale_log2);
     r[h] = exp2_approx(rs[h].max2 - new_max);
     rs[h].max2 = new_max;
-    rs[h].sum *= r[h];
   }
+  float sum[4] = {0.f, 0.f, 0.f, 0.f};                      // same two chains per row
 #pragma unroll
   for (int i = 0; i < 32; ++i) {
     const int h = (i >> 1) & 1;
     s[i] = exp2_approx(fmaf(s[i], scale_log2, -rs[h].max2));
-    rs[h].sum += s[i];
+    sum[2 * h + (i & 1)] += s[i];
   }
+#pragma unroll
+  for (int h = 0; h < 2; ++h) rs[h].sum = rs[h].sum * r[h] + (sum[2 * h] + sum[2 * h + 1]);
 #pragma unroll
   for (int i = 0; i < 16; ++i) pa[i] = pack2<kBF16>(s[2 * i], s[2 * i + 1]);
 }
@@ -320,7 +330,7 @@ struct PairCtx {                  // what both WGs know about the current pair o
 };
 
 struct Smem {                     // shared-memory addresses and the per-row exchange arrays
-  uint32_t q, stage0, stage1, bars0, bars1, empty0, empty1;
+  uint32_t q, stage0, stage1, p0, bars0, bars1, empty0, empty1;
   float *max0, *scale0, *max1, *scale1, *rowsum;
 };
 
@@ -333,6 +343,7 @@ __device__ __forceinline__ void pair_wg0(const Chunk& c, const Smem& sm, const P
   uint32_t pa[16];
   FMLA_TRACE_EVENT(0, 0, pc.index);
   qk_block<kBF16, 0>(s, sm.q, sm.stage0, sm.bars0, pc.par0, pc.index);
+  release(sm.empty0, 2, t_in_wg);                         // K0's RoPE tile is dead (P0 has its own tile)
   FMLA_TRACE_EVENT(0, 1, pc.index);
   softmax_block<kBF16>(s, pa, rs, r0, pc.blk0 * kBlockN + 2 * (lane & 3), scale_log2);
   publish_scale(sm.max0, sm.scale0, rs, r0, row_lo, lane);
@@ -348,10 +359,10 @@ __device__ __forceinline__ void pair_wg0(const Chunk& c, const Smem& sm, const P
 #pragma unroll
   for (int h = 0; h < 2; ++h) rs[h].sum *= r1[h];
   wait_pv(o);
-  // P0 against m1 for WG1's half: rescale the fp32 probabilities and publish them in stage 0's RoPE tile.
+  // P0 against m1 for WG1's half: rescale the fp32 probabilities and publish them in P0's tile.
 #pragma unroll
   for (int i = 0; i < 16; ++i) pa[i] = pack2<kBF16>(s[2 * i] * r1[i & 1], s[2 * i + 1] * r1[i & 1]);
-  store_p(pa, sm.stage0 + kPTile, row_lo, lane);
+  store_p(pa, sm.p0, row_lo, lane);
   fence_proxy_async_smem();
   named_barrier_arrive(kBarP0Ready, kThreads);
   FMLA_TRACE_EVENT(0, 4, pc.index);
@@ -404,11 +415,10 @@ __device__ __forceinline__ void pair_wg1(const Chunk& c, const Smem& sm, const P
   named_barrier_sync_id(kBarP0Ready, kThreads);
   wait_tiles(sm.bars0, 4, 8, pc.par0);                    // V0_R landed (WG0 saw it; observe it here too)
   FMLA_TRACE_EVENT(1, 5, pc.index);
-  pv_issue_ss<kBF16>(o, sm.stage0 + kPTile, sm.stage0, 1);     // O_R += (P0 r1) V0_R
+  pv_issue_ss<kBF16>(o, sm.p0, sm.stage0, 1);             // O_R += (P0 r1) V0_R
   wait_pv(o);
   FMLA_TRACE_EVENT(1, 6, pc.index);
-  release(sm.empty0, 1, t_in_wg);                         // V0_R and P0 are dead
-  release(sm.empty0, 2, t_in_wg);
+  release(sm.empty0, 1, t_in_wg);                         // V0_R is dead (P0's tile is free again too)
 }
 
 // Producer warp of stage kSt (lane 0): every block of every chunk of this CTA that lands in the stage (even
@@ -429,7 +439,8 @@ __device__ __forceinline__ void produce_stage(const KvMaps& maps, const DecodePa
       fetch_box_page_ids(p, c, blk, ids);
 #pragma unroll
       for (int k = 0; k < 3; ++k) {
-        const int g = kSt ? (k == 0 ? 1 : (k == 1 ? 0 : 2)) : k;   // stage 1 frees V_R first
+        // release order: stage 0 RoPE (after Q·Kᵀ0), V_L, V_R; stage 1 V_R, V_L, RoPE (which holds P1)
+        const int g = kSt ? (k == 0 ? 1 : (k == 1 ? 0 : 2)) : (k == 0 ? 2 : k - 1);
         if (uses > 0) mbarrier_wait(empty + 8 * g, (uses - 1) & 1);
         if (k == 0) cp_async_wait<0>();                   // the ids, fetched while the region was busy
         issue_region(maps, p, blockIdx.y, blk, ids, stage, bars, g);
@@ -448,6 +459,7 @@ __device__ void decode_cta(const KvMaps& maps, const DecodeParams& p) {
   sm.q = base + kOffQ;
   sm.stage0 = base + kOffStage0;
   sm.stage1 = base + kOffStage1;
+  sm.p0 = base + kOffP0;
   sm.bars0 = base + kOffBars;
   sm.bars1 = sm.bars0 + 8 * kKTiles;
   sm.empty0 = base + kOffEmpty;
