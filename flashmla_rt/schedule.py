@@ -16,6 +16,11 @@ end_blk (exclusive); every request in between is whole. begin_split is the split
 request's chunk (0 when it starts at block 0; later requests of the part always start at split 0).
 A part with no work has begin_req = b and end_req = -1.
 
+Whole requests first: cutting a request costs more than the model's overhead says (an fp32 partial per chunk
+and the combine's merge: on b=128, s_k=8192, h_q=128 the combine alone took 7 % of the call). So when every
+request can stay whole with parts loaded at most NO_CUT_SLACK_PERCENT past the greedy budget, that plan is
+taken instead (uniform batches whose request count does not divide the parts, e.g. 128 requests on 66 parts).
+
 num_splits (int32 [b+1]) is the exclusive prefix sum of per-request chunk counts: request i's chunk k
 writes partial results to slot num_splits[i] + k of the split workspace; a request with exactly one chunk
 is written straight to the output by the decode kernel and skipped by the combine kernel.
@@ -28,6 +33,8 @@ BLOCK_M = 64            # query rows per CTA tile
 BLOCK_N = 64            # KV tokens per scheduling/compute block
 FIXED_OVERHEAD = 5      # cost of one chunk's prologue+epilogue, in blocks
 META_COLS = 8
+NO_CUT_SLACK_PERCENT = 3   # how far past the greedy budget a part may go to keep every request whole
+NO_CUT_CANDIDATES = 32  # budgets tried for the whole-requests plan (one per lane of the device warp)
 
 
 def num_sm_parts(sm_count: int, rows_per_head_k: int, h_kv: int) -> int:
@@ -40,6 +47,31 @@ def num_blocks_of(seqlen: int) -> int:
     return -(-int(seqlen) // BLOCK_N)
 
 
+def whole_requests_fit(nblk, parts: int, budget: int) -> bool:
+    """Whether `parts` parts of `budget` each hold every request whole (greedy, in order)."""
+    used, load = 1, 0
+    for n in nblk:
+        cost = int(n) + FIXED_OVERHEAD
+        if cost > budget:
+            return False
+        if load + cost > budget:
+            used, load = used + 1, 0
+        load += cost
+    return used <= parts
+
+
+def no_cut_budget(nblk, parts: int, payload: int):
+    """Smallest of NO_CUT_CANDIDATES budgets in [payload, payload * (1 + slack)] (evenly stepped) at which
+    every request stays whole, or None."""
+    slack = payload * NO_CUT_SLACK_PERCENT // 100
+    step = max(1, -(-slack // (NO_CUT_CANDIDATES - 1)))
+    for i in range(NO_CUT_CANDIDATES):
+        budget = payload + i * step
+        if i * step <= slack and whole_requests_fit(nblk, parts, budget):
+            return budget
+    return None
+
+
 def plan(cache_seqlens, parts: int):
     """Greedy split-KV plan. Returns (metadata int32 [parts, 8], num_splits int32 [b+1]).
 
@@ -47,7 +79,8 @@ def plan(cache_seqlens, parts: int):
     request that does not fit whole is cut, the part takes what its budget allows and the rest goes to the
     next part. Each non-final part consumes at least ceil(total/parts) of the original cost (a cut charges
     one extra overhead, and a part that stops before cutting leaves at most one overhead unused), so
-    `parts` parts always cover all requests.
+    `parts` parts always cover all requests. If a budget up to NO_CUT_SLACK_PERCENT larger lets every
+    request stay whole (`no_cut_budget`), that budget is used and nothing is cut.
     """
     seqlens = np.asarray(cache_seqlens, dtype=np.int64).reshape(-1)
     b = seqlens.shape[0]
@@ -58,6 +91,9 @@ def plan(cache_seqlens, parts: int):
     nblk = -(-seqlens // BLOCK_N)
     total = int(np.sum(nblk + FIXED_OVERHEAD))
     payload = -(-total // parts) + FIXED_OVERHEAD
+    whole = no_cut_budget(nblk, parts, payload)
+    if whole is not None:
+        payload = whole
 
     meta = np.zeros((parts, META_COLS), dtype=np.int32)
     num_splits = np.zeros(b + 1, dtype=np.int32)
@@ -76,7 +112,7 @@ def plan(cache_seqlens, parts: int):
                 req, blk, split = req + 1, 0, 0
             else:                                            # cut: take what the budget allows
                 take = budget - FIXED_OVERHEAD
-                if take > 0:
+                if take > 0 and whole is None:
                     end_req, end_blk = req, blk + take
                     blk += take
                     split += 1

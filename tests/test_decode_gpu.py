@@ -148,6 +148,7 @@ METADATA_SEQLENS = {
     "one-short": [1],
     "one-long": [65536],
     "uniform-b128": [4096] * 128,
+    "uniform-b128-8192": [8192] * 128,       # whole-requests plan on 66 and 33 parts
     "varlen-b64": gc.lengths(64, 4096, 1, varlen=True, seed=1).tolist(),
     "half-empty-b128": gc.lengths(128, 4096, 2, varlen=True, seed=3, zero_frac=0.5).tolist(),
     "small-b1000": np.random.default_rng(2).integers(0, 300, 1000).tolist(),

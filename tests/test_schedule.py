@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from flashmla_rt import schedule
-from flashmla_rt.schedule import BLOCK_N, FIXED_OVERHEAD, chunks, num_sm_parts, plan
+from flashmla_rt.schedule import BLOCK_N, FIXED_OVERHEAD, NO_CUT_SLACK_PERCENT, chunks, num_sm_parts, plan
 
 PARTS = [1, 2, 3, 7, 33, 66, 132, 264]
 SPECIAL = [0, 1, 63, 64, 65, 131072]
@@ -65,17 +65,27 @@ def check_plan(seqlens, parts):
             pos = last
         assert pos == nblk[i], f"request {i} (len {seqlens[i]}): covered {pos} of {nblk[i]} blocks"
 
-    # Cost per part never exceeds the budget ceil(total/parts) + overhead.
     total = sum(n + FIXED_OVERHEAD for n in nblk)
     even = -(-total // parts)
     cost = np.zeros(parts, dtype=np.int64)
     for p, _, first, last, _ in ch:
         cost[p] += last - first + FIXED_OVERHEAD
+    used = np.flatnonzero(~empty)
+    assert len(used) >= 1
+    whole = schedule.no_cut_budget(nblk, parts, even + FIXED_OVERHEAD)
+    if whole is not None:
+        # Whole-requests plan: nothing cut, parts at most NO_CUT_SLACK_PERCENT past the greedy budget, and
+        # each used part but the last stopped because its next request would not fit.
+        assert np.all(per_req == 1)
+        assert whole <= (even + FIXED_OVERHEAD) * (100 + NO_CUT_SLACK_PERCENT) // 100
+        assert np.all(cost <= whole)
+        for p in used[:-1]:
+            assert cost[p] + nblk[meta[p, 2] + 1] + FIXED_OVERHEAD > whole
+        return meta, num_splits
+    # Cost per part never exceeds the budget ceil(total/parts) + overhead.
     assert np.all(cost <= even + FIXED_OVERHEAD)
     # Load balance: every used part but the last one stops with < one overhead of budget left, so
     # their costs lie within [even, even + FIXED_OVERHEAD]; the last one just takes the remainder.
-    used = np.flatnonzero(~empty)
-    assert len(used) >= 1
     if len(used) > 1:
         body = cost[used[:-1]]
         assert body.min() >= even
@@ -144,6 +154,47 @@ def test_worked_example_no_splits():
     meta, num_splits = check_plan([4096] * 128, 66)
     assert np.array_equal(num_splits, np.arange(129))
     assert np.all(meta[:64, 2] - meta[:64, 0] == 1) and np.all(meta[64:, 2] == -1)
+
+
+@pytest.mark.parametrize("parts, per_part", [(66, 2), (33, 4)])
+def test_uniform_batch_stays_whole(parts, per_part):
+    # 128 x 128 blocks: the greedy budget (263 on 66 parts) would cut nearly every request; two whole
+    # requests per part cost 266, 1.1 % more, so nothing is cut (and likewise four per part on 33 parts).
+    meta, num_splits = check_plan([8192] * 128, parts)
+    assert np.array_equal(num_splits, np.arange(129))
+    used = 128 // per_part
+    assert np.all(meta[:used, 2] - meta[:used, 0] == per_part - 1) and np.all(meta[used:, 2] == -1)
+
+
+def test_whole_requests_need_more_than_the_slack():
+    # 128 x 128 blocks on 100 parts: whole requests need 133 per part, 24 % past the greedy budget 176.
+    meta, num_splits = check_plan([8192] * 128, 100)
+    assert schedule.no_cut_budget(nblocks([8192] * 128), 100, 176) is None
+    assert num_splits[-1] > 128
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_no_cut_budget_is_the_first_fitting_candidate(seed):
+    # Against a brute-force count of parts (whole requests packed in order, a new part when one is full).
+    rng = np.random.default_rng(seed)
+    nblk = rng.integers(0, 300, int(rng.integers(1, 200)))
+    parts = int(rng.integers(1, 140))
+    payload = -(-int(np.sum(nblk + FIXED_OVERHEAD)) // parts) + FIXED_OVERHEAD
+
+    def parts_needed(budget):
+        bins = [0]
+        for n in nblk:
+            if bins[-1] + n + FIXED_OVERHEAD > budget:
+                bins.append(0)
+            bins[-1] += n + FIXED_OVERHEAD
+        return len(bins) if max(nblk) + FIXED_OVERHEAD <= budget else None
+
+    got = schedule.no_cut_budget(nblk, parts, payload)
+    slack = payload * NO_CUT_SLACK_PERCENT // 100
+    step = max(1, -(-slack // 31))
+    fits = [payload + i * step for i in range(32)
+            if i * step <= slack and (parts_needed(payload + i * step) or parts + 1) <= parts]
+    assert got == (fits[0] if fits else None)
 
 
 def test_empty_seqlens_rejected():
