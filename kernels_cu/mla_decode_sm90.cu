@@ -106,7 +106,7 @@ __device__ __forceinline__ void issue_region(const KvMaps& maps, const DecodePar
     const int v = ld_shared_at_use(ids + 4 * bx);
     tma_load_5d(dst + bx * (box_rows / 8) * region_tiles(g) * 1024, g < 2 ? maps.v : maps.rope,
                 hk * (int)p.k_stride_head, 0, 4 * g, group0,
-                sanitize_page_id(p, v), bar);
+                sanitize_page_id(p, v), bar, false);   // evict-first measured mixed here (bench/NOTES.md)
   }
 }
 

@@ -37,28 +37,29 @@ __device__ __forceinline__ void prefetch_tma_desc(const TmaDesc* desc) {
   asm volatile("prefetch.tensormap [%0];\n" ::"l"(desc) : "memory");
 }
 // 5-D tiled TMA load; coordinates innermost first; out-of-range boxes are zero-filled and still count their full
-// bytes on the barrier. With FMLA_TMA_EVICT_FIRST the lines are marked evict-first in L2 (measured within +-2 %:
-// off by default).
+// bytes on the barrier. `evict_first` marks the lines evict-first in L2 (the KV stream is read once); the narrow
+// kernel sets it, the seesaw kernel does not (measured mixed there, bench/NOTES.md). FMLA_TMA_EVICT_FIRST=1 marks
+// every load.
 #ifndef FMLA_TMA_EVICT_FIRST
 #define FMLA_TMA_EVICT_FIRST 0
 #endif
 __device__ __forceinline__ void tma_load_5d(uint32_t dst, const TmaDesc* desc, int c0, int c1, int c2, int c3, int c4,
-                                            uint32_t bar) {
-#if FMLA_TMA_EVICT_FIRST
-  uint64_t policy;
-  asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;\n" : "=l"(policy));
-  asm volatile(
-      "cp.async.bulk.tensor.5d.shared::cluster.global.tile.mbarrier::complete_tx::bytes.L2::cache_hint"
-      " [%0], [%1, {%2, %3, %4, %5, %6}], [%7], %8;\n" ::"r"(dst), "l"(desc), "r"(c0), "r"(c1), "r"(c2), "r"(c3),
-      "r"(c4), "r"(bar), "l"(policy)
-      : "memory");
-#else
-  asm volatile(
-      "cp.async.bulk.tensor.5d.shared::cluster.global.tile.mbarrier::complete_tx::bytes"
-      " [%0], [%1, {%2, %3, %4, %5, %6}], [%7];\n" ::"r"(dst), "l"(desc), "r"(c0), "r"(c1), "r"(c2), "r"(c3),
-      "r"(c4), "r"(bar)
-      : "memory");
-#endif
+                                            uint32_t bar, bool evict_first) {
+  if (evict_first || FMLA_TMA_EVICT_FIRST) {
+    uint64_t policy;
+    asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;\n" : "=l"(policy));
+    asm volatile(
+        "cp.async.bulk.tensor.5d.shared::cluster.global.tile.mbarrier::complete_tx::bytes.L2::cache_hint"
+        " [%0], [%1, {%2, %3, %4, %5, %6}], [%7], %8;\n" ::"r"(dst), "l"(desc), "r"(c0), "r"(c1), "r"(c2), "r"(c3),
+        "r"(c4), "r"(bar), "l"(policy)
+        : "memory");
+  } else {
+    asm volatile(
+        "cp.async.bulk.tensor.5d.shared::cluster.global.tile.mbarrier::complete_tx::bytes"
+        " [%0], [%1, {%2, %3, %4, %5, %6}], [%7];\n" ::"r"(dst), "l"(desc), "r"(c0), "r"(c1), "r"(c2), "r"(c3),
+        "r"(c4), "r"(bar)
+        : "memory");
+  }
 }
 
 // Warpgroup register reallocation (all 128 threads of the warpgroup execute it): a producer warpgroup gives
