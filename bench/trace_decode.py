@@ -1,6 +1,7 @@
 """Timeline of the decode kernel's pairs in CTA (0, 0, 0), from its FMLA_TRACE probe (clock64 per event), the SM
 clock over the traced pairs, and every CTA's duration (%globaltimer) against the kernel's span.
-Usage (device): python bench/trace_decode.py B S_Q H_Q S_K   -> median cycles of each event after pair start."""
+Usage (device): python bench/trace_decode.py B S_Q H_Q S_K [var]   -> median cycles of each event after pair start
+(`var`: the bench's variable-length seqlens of that row instead of fixed ones)."""
 import os
 import sys
 
@@ -21,7 +22,8 @@ EVENTS = {0: ["start", "S0 done", "softmax0 done", "got scale1", "P0' published"
               "st1 RoPE issued"]}   # producer: region issues of the block the stage holds in that pair
 
 b, s_q, h_q, s_k = map(int, sys.argv[1:5])
-q, k, bt, sl = bench.make_inputs(b, s_q, h_q, s_k, False, 0)
+varlen = sys.argv[5:6] == ["var"]
+q, k, bt, sl = bench.make_inputs(b, s_q, h_q, s_k, varlen, 0)
 call = bench.make_call(bench.load_ours()[0], q, k, bt, sl, s_q, h_q)
 for _ in range(2):
     call()
@@ -57,6 +59,8 @@ for wg in (0, 1, 2):
         print(f"WG{wg} {name:14s} median {np.median(rel):7.0f}  p10 {np.percentile(rel, 10):7.0f}  "
               f"p90 {np.percentile(rel, 90):7.0f}")
 print("pair-by-pair WG0 start deltas:", np.diff(base)[:16].tolist())
+slow = [(i, int(d)) for i, d in enumerate(np.diff(base)) if d > 1.3 * np.median(np.diff(base))]
+print("pairs taking > 1.3x the median (index, cycles; chunk boundaries show here):", slow[:16])
 done = (cta[:, 0] > 0) & (cta[:, 1] > 0)
 if done.any():
     start, end = cta[done, 0], cta[done, 1]
@@ -64,3 +68,7 @@ if done.any():
     print(f"CTAs: {int(done.sum())}; duration us min {dur.min():.1f} median {np.median(dur):.1f} max {dur.max():.1f}; "
           f"kernel span (first start to last end) {(end.max() - start.min()) / 1e3:.1f} us; "
           f"starts spread {(start.max() - start.min()) / 1e3:.1f} us; CTA 0 {dur[0]:.1f} us")
+    print(f"CTA durations p10 {np.percentile(dur, 10):.1f} p50 {np.median(dur):.1f} p90 {np.percentile(dur, 90):.1f} us")
+    if cta[0, 0] > 0 and n > 0:
+        print(f"CTA 0: start to first pair {(ns[0] - cta[0, 0]) / 1e3:.2f} us; last traced pair start to end "
+              f"{(cta[0, 1] - ns[n - 1]) / 1e3:.2f} us ({n} pairs traced)")

@@ -8,8 +8,16 @@
 
 namespace fmla {
 constexpr int kBlockTokens = 64;
-constexpr int kFixedOverhead = 5;
+#ifndef FMLA_CHUNK_OVERHEAD
+#define FMLA_CHUNK_OVERHEAD 5     // experiments only: a different value breaks the twin (schedule.FIXED_OVERHEAD)
+#endif
+constexpr int kFixedOverhead = FMLA_CHUNK_OVERHEAD;
 constexpr int kNoCutSlackPercent = 3;
+#ifdef FMLA_EXPECT_CHUNK_OVERHEAD
+static_assert(kFixedOverhead == FMLA_EXPECT_CHUNK_OVERHEAD, "schedule.FIXED_OVERHEAD differs from kFixedOverhead");
+static_assert(kNoCutSlackPercent == FMLA_EXPECT_NO_CUT_SLACK, "schedule.NO_CUT_SLACK_PERCENT differs");
+static_assert(kBlockTokens == FMLA_EXPECT_BLOCK_N, "schedule.BLOCK_N differs from kBlockTokens");
+#endif
 
 __device__ __forceinline__ int blocks_of(int seqlen) { return (max(seqlen, 0) + kBlockTokens - 1) / kBlockTokens; }
 

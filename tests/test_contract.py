@@ -3,7 +3,7 @@ layout, shared-memory bytes, block sizes) are the ones the CUDA sources were wri
 static_assert them when compiled with -DFMLA_EXPECT_* (NVRTC, no GPU); a mismatch fails compilation."""
 import pytest
 
-from flashmla_rt import kernels
+from flashmla_rt import kernels, schedule
 from flashmla_rt.jit import compiler
 
 
@@ -18,10 +18,14 @@ def expectations() -> tuple[str, ...]:
             f"-DFMLA_EXPECT_NARROW_THREADS={kernels.NARROW_THREADS}",
             f"-DFMLA_EXPECT_COMBINE_THREADS={kernels.COMBINE_THREADS}",
             f"-DFMLA_EXPECT_COMBINE_ROWS={kernels.COMBINE_ROWS_PER_CTA}",
-            f"-DFMLA_EXPECT_COMBINE_COLUMN_SPLITS={kernels.COMBINE_COLUMN_SPLITS}")
+            f"-DFMLA_EXPECT_COMBINE_COLUMN_SPLITS={kernels.COMBINE_COLUMN_SPLITS}",
+            f"-DFMLA_EXPECT_CHUNK_OVERHEAD={schedule.FIXED_OVERHEAD}",
+            f"-DFMLA_EXPECT_NO_CUT_SLACK={schedule.NO_CUT_SLACK_PERCENT}",
+            f"-DFMLA_EXPECT_BLOCK_N={schedule.BLOCK_N}")
 
 
-@pytest.mark.parametrize("src", [kernels.DECODE_SOURCE, kernels.NARROW_SOURCE, kernels.COMBINE_SOURCE])
+@pytest.mark.parametrize("src", [kernels.DECODE_SOURCE, kernels.NARROW_SOURCE, kernels.COMBINE_SOURCE,
+                                 kernels.METADATA_SOURCE])
 def test_host_numbers_match_the_sources(src):
     compiler.compile_source(src, expectations(), use_cache=False, quiet=True)
 
@@ -29,9 +33,11 @@ def test_host_numbers_match_the_sources(src):
 @pytest.mark.parametrize("flag, message", [
     ("-DFMLA_EXPECT_PARAMS_BYTES", "DecodeParams size differs"),
     ("-DFMLA_EXPECT_COMBINE_ROWS", "COMBINE_ROWS_PER_CTA differs"),
+    ("-DFMLA_EXPECT_CHUNK_OVERHEAD", "FIXED_OVERHEAD differs"),
 ])
 def test_a_mismatch_fails_compilation(flag, message):
     """The checks are live: one wrong number and NVRTC refuses the source, naming what differs."""
     opts = tuple(o if not o.startswith(flag + "=") else f"{flag}=12345" for o in expectations())
+    src = kernels.METADATA_SOURCE if "CHUNK" in flag else kernels.COMBINE_SOURCE
     with pytest.raises(compiler.CompileError, match=message):
-        compiler.compile_source(kernels.COMBINE_SOURCE, opts, use_cache=False, quiet=True)
+        compiler.compile_source(src, opts, use_cache=False, quiet=True)
