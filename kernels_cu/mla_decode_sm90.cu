@@ -17,8 +17,8 @@
 // own "full" mbarrier. A third warpgroup produces (setmaxnreg: the consumers get 240 registers, it keeps 24): one
 // warp per stage reads the page ids and refills each region as soon as its last reader releases it on the
 // region's "empty" mbarrier: stage 0 RoPE after WG0's Q·Kᵀ, stage 0 V_L after WG0's first P·V, stage 1 V_R after
-// WG1's first P·V, the rest after the second P·Vs. The consumers never issue a TMA. Each WG's Q·Kᵀ waits region by region, early-refilled
-// regions first. Once no row's max moves, the O rescale is skipped.
+// WG1's first P·V, the rest after the second P·Vs. The consumers never issue a TMA. Each WG's Q·Kᵀ waits region
+// by region, early-refilled regions first. Once no row's max moves, the O rescale is skipped.
 // Rows of the sequence's last page past its end are loaded by TMA (they may hold NaN) and are zeroed in V before
 // P·V; pages past the end and invalid block ids get an out-of-range coordinate (TMA zero fill).
 #include "common/nvrtc_shim.cuh"
