@@ -62,14 +62,20 @@ def whole_requests_fit(nblk, parts: int, budget: int) -> bool:
 
 def no_cut_budget(nblk, parts: int, payload: int):
     """Smallest of NO_CUT_CANDIDATES budgets in [payload, payload * (1 + slack)] (evenly stepped) at which
-    every request stays whole, or None."""
+    every request stays whole, or None. The device tries all candidates at once (a lane each); here a bisection
+    finds the same one, since a larger budget never needs more parts."""
     slack = payload * NO_CUT_SLACK_PERCENT // 100
     step = max(1, -(-slack // (NO_CUT_CANDIDATES - 1)))
-    for i in range(NO_CUT_CANDIDATES):
-        budget = payload + i * step
-        if i * step <= slack and whole_requests_fit(nblk, parts, budget):
-            return budget
-    return None
+    lo, hi = 0, min(NO_CUT_CANDIDATES - 1, slack // step)     # candidate indices within the slack
+    if not whole_requests_fit(nblk, parts, payload + hi * step):
+        return None
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if whole_requests_fit(nblk, parts, payload + mid * step):
+            hi = mid
+        else:
+            lo = mid + 1
+    return payload + lo * step
 
 
 def plan(cache_seqlens, parts: int):
