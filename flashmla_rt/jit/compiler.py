@@ -154,6 +154,14 @@ def complete_cubin(cubin: bytes, prog_ptr: int | None = None) -> bytes:
 _reports_seen: dict[str, tuple] = {}
 
 
+def _reports_or_seen(key: str, reports: tuple) -> tuple:
+    """`reports`, remembered under `key`; when empty, the ones an earlier compile of `key` left (or ())."""
+    if reports:
+        _reports_seen[key] = reports
+        return reports
+    return _reports_seen.get(key, ())
+
+
 def compile_source(name: str, extra_options: tuple[str, ...] = (), *, use_cache: bool = True,
                    quiet: bool = False) -> CompiledModule:
     """Compile kernels_cu/<name> (includes inlined) to an sm_90a cubin, through the disk cache."""
@@ -171,9 +179,7 @@ def compile_source(name: str, extra_options: tuple[str, ...] = (), *, use_cache:
             entry = json.loads(report_path.read_text())
             cubin = cubin_path.read_bytes()
             if entry["cubin_sha256"] == hashlib.sha256(cubin).hexdigest():
-                reports = tuple(KernelReport(**r) for r in entry["reports"]) or _reports_seen.get(key, ())
-                if reports:
-                    _reports_seen[key] = reports
+                reports = _reports_or_seen(key, tuple(KernelReport(**r) for r in entry["reports"]))
                 return CompiledModule(name, cubin, reports, True, cubin_path)
         except (OSError, ValueError, TypeError, KeyError):
             pass                                   # unreadable or damaged entry: recompile and overwrite it
@@ -188,9 +194,7 @@ def compile_source(name: str, extra_options: tuple[str, ...] = (), *, use_cache:
     except CompileException as e:
         raise CompileError(f"flashmla_rt: NVRTC failed on kernels_cu/{name}:\n{e}") from None
     cubin = complete_cubin(bytes(cubin), prog.ptr)
-    reports = parse_ptxas_log(log.getvalue()) or _reports_seen.get(key, ())
-    if reports:
-        _reports_seen[key] = reports
+    reports = _reports_or_seen(key, parse_ptxas_log(log.getvalue()))
     # Still none (the first compile of the process lost it): `compile --check` treats that as a failure.
     if use_cache:
         directory.mkdir(parents=True, exist_ok=True)
