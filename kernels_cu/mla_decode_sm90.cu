@@ -93,6 +93,12 @@ __device__ __forceinline__ void fetch_box_page_ids(const DecodeParams& p, const 
   cp_async_commit();
 }
 
+// Evict-first L2 hint on the KV loads: measured mixed on this kernel's rows (bench/NOTES.md), so off; the switch
+// stays for experiments (-DFMLA_TMA_EVICT_FIRST=1).
+#ifndef FMLA_TMA_EVICT_FIRST
+#define FMLA_TMA_EVICT_FIRST 0
+#endif
+
 // TMA loads of region g of 64-token block `blk` into a stage; one thread, after fetch_box_page_ids and
 // cp_async_wait. An id outside the cache becomes num_cache_blocks, which TMA zero-fills.
 __device__ __forceinline__ void issue_region(const KvMaps& maps, const DecodeParams& p, int hk, int blk,
@@ -106,7 +112,7 @@ __device__ __forceinline__ void issue_region(const KvMaps& maps, const DecodePar
     const int v = ld_shared_at_use(ids + 4 * bx);
     tma_load_5d(dst + bx * (box_rows / 8) * region_tiles(g) * 1024, g < 2 ? maps.v : maps.rope,
                 hk * (int)p.k_stride_head, 0, 4 * g, group0,
-                sanitize_page_id(p, v), bar, false);   // evict-first measured mixed here (bench/NOTES.md)
+                sanitize_page_id(p, v), bar, FMLA_TMA_EVICT_FIRST != 0);
   }
 }
 

@@ -38,14 +38,10 @@ __device__ __forceinline__ void prefetch_tma_desc(const TmaDesc* desc) {
 }
 // 5-D tiled TMA load; coordinates innermost first; out-of-range boxes are zero-filled and still count their full
 // bytes on the barrier. `evict_first` marks the lines evict-first in L2 (the KV stream is read once); the narrow
-// kernel sets it, the seesaw kernel does not (measured mixed there, bench/NOTES.md). FMLA_TMA_EVICT_FIRST=1 marks
-// every load.
-#ifndef FMLA_TMA_EVICT_FIRST
-#define FMLA_TMA_EVICT_FIRST 0
-#endif
+// kernel sets it, the seesaw kernel does not (measured mixed there, bench/NOTES.md).
 __device__ __forceinline__ void tma_load_5d(uint32_t dst, const TmaDesc* desc, int c0, int c1, int c2, int c3, int c4,
                                             uint32_t bar, bool evict_first) {
-  if (evict_first || FMLA_TMA_EVICT_FIRST) {
+  if (evict_first) {
     uint64_t policy;
     asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;\n" : "=l"(policy));
     asm volatile(
