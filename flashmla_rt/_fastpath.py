@@ -8,27 +8,57 @@ non-torch tensors, another current device) takes the full path.
 """
 from __future__ import annotations
 
+import ctypes
+import struct
+
 import numpy as np
 
 from . import kernels
 
 _MAX_PLANS = 64
+_MAX_CACHES_PER_PLAN = 256        # distinct k_cache pointers remembered per plan (e.g. one per layer)
 _plans: dict = {}
-_driver = None
 
 
 def _launch_kernel(*args):
-    """cuLaunchKernel through CuPy's driver binding (imported on first use: needs a CUDA driver)."""
-    global _driver
-    if _driver is None:
-        from cupy_backends.cuda.api import driver
-        _driver = driver
-    return _driver.launchKernel(*args)
+    """cuLaunchKernel through CuPy's driver binding, imported on first use (needs a CUDA driver); the binding
+    then replaces this function, so later launches call it directly."""
+    global _launch_kernel
+    from cupy_backends.cuda.api import driver
+    _launch_kernel = driver.launchKernel
+    return _launch_kernel(*args)
 
-# Positions of the per-call pointers in the record viewed as int64 (kernels.DECODE_PARAMS_FIELDS order).
+# The per-call pointers, in kernels.DECODE_PARAMS_FIELDS order.
 POINTER_FIELDS = ("q", "kcache", "block_table", "seqlens", "sched_meta", "num_splits", "out", "lse", "o_accum",
                "lse_accum")
+# Their positions in the record viewed as int64 (tests/test_fastpath.py patches a NumPy record with these).
 _PTR_INDEX = np.array([kernels.DECODE_PARAMS_FIELDS.index(f) for f in POINTER_FIELDS], dtype=np.intp)
+# KernelArgs fills them with one struct pack, so they must be the record's first fields, 8 bytes each.
+if [kernels.DECODE_PARAMS_DTYPE.fields[f][1] for f in POINTER_FIELDS] != list(range(0, 8 * len(POINTER_FIELDS), 8)):
+    raise RuntimeError("kernels.DECODE_PARAMS_DTYPE no longer starts with the POINTER_FIELDS: update KernelArgs")
+
+
+class KernelArgs:
+    """The bytes cuLaunchKernel reads for one launch, in one fresh 8-byte-aligned ctypes buffer per call (no
+    state shared between calls): the kernelParams array (`n_maps` tensor-map addresses, then the record's
+    address), directly followed by the record (the plan's template with the pointers written in). The record
+    starts with the pointer fields, so the record's address and the pointers are contiguous: one pack writes
+    the whole array and every pointer (patching a NumPy record and building a NumPy array took several µs)."""
+    __slots__ = ("record_offset", "_template", "_buffer_type", "_pack_into")
+
+    def __init__(self, record: bytes, n_maps: int):
+        if len(record) != kernels.DECODE_PARAMS_DTYPE.itemsize:
+            raise ValueError(f"record: expected {kernels.DECODE_PARAMS_DTYPE.itemsize} bytes, got {len(record)}")
+        self.record_offset = 8 * (n_maps + 1)
+        self._template = bytes(self.record_offset) + record
+        self._buffer_type = ctypes.c_uint64 * (len(self._template) // 8)
+        self._pack_into = struct.Struct(f"<{n_maps + 1 + len(POINTER_FIELDS)}Q").pack_into
+
+    def build(self, map_addresses: tuple, pointers: tuple) -> ctypes.Array:
+        """A buffer whose address is the decode's kernelParams; `pointers` in POINTER_FIELDS order."""
+        buf = self._buffer_type.from_buffer_copy(self._template)
+        self._pack_into(buf, 0, *map_addresses, ctypes.addressof(buf) + self.record_offset, *pointers)
+        return buf
 
 
 def signature(tensors: tuple, head_dim_v, softmax_scale, causal):
@@ -45,7 +75,7 @@ class LaunchPlan:
     """Everything about a call that the signature fixes; `launch` fills in the pointers."""
     __slots__ = ("device", "torch_device", "out_shape", "out_dtype", "lse_shape", "o_accum_elems", "ws_elems",
                  "record", "variant", "decode_fn", "decode_grid", "combine_fn", "combine_grid", "k_shape", "k_strides",
-                 "_kv_ptr", "_kv_map", "_kv_addr")
+                 "_kv", "_args", "_decode_head", "_combine_head", "_empty", "_float32")
 
     def __init__(self, *, device, out_shape, out_dtype, lse_shape, o_accum_elems, lse_accum_elems, record,
                  decode_grid, combine_grid, k_shape, k_strides, variant=kernels.SEESAW, combine_wide=False):
@@ -53,56 +83,66 @@ class LaunchPlan:
         self.device = device
         self.torch_device = torch.device("cuda", device)
         self.out_shape, self.out_dtype, self.lse_shape = out_shape, getattr(torch, out_dtype), lse_shape
+        self._empty, self._float32 = torch.empty, torch.float32
         # One fp32 workspace: o_accum, then lse_accum (16-byte aligned start).
         self.o_accum_elems = o_accum_elems
         self.ws_elems = o_accum_elems + lse_accum_elems
-        self.record = np.array(record, copy=True)
+        self.record = np.asarray(record).tobytes()
         self.variant = variant
         self.decode_fn = kernels.decode_kernel(out_dtype, device, variant)
         self.combine_fn = kernels.combine_kernel(out_dtype, device, combine_wide)
         self.decode_grid = tuple(decode_grid) + (1,) * (3 - len(decode_grid))
         self.combine_grid = tuple(combine_grid) + (1,) * (3 - len(combine_grid))
+        # cuLaunchKernel's arguments up to the stream: function, grid, block, dynamic shared memory.
+        self._decode_head = (self.decode_fn.ptr, *self.decode_grid, variant.threads, 1, 1, variant.smem_bytes)
+        self._combine_head = (self.combine_fn.ptr, *self.combine_grid, kernels.COMBINE_THREADS, 1, 1, 0)
         self.k_shape, self.k_strides = k_shape, k_strides
-        self._kv_ptr, self._kv_map, self._kv_addr = None, None, ()
+        # cache pointer -> (maps, their addresses): one entry per layer's cache when every layer has its own
+        # k_cache of the same signature (a serving loop calls them in turn).
+        self._kv = {}
+        self._args = None             # KernelArgs, made at the first call (it needs the number of maps)
 
-    def _kv_map_addresses(self, kp: int) -> tuple:
-        """Addresses of the (cached) tensor maps of the cache at `kp`; the map objects are kept alive here."""
-        if kp != self._kv_ptr:
-            self._kv_map = self.variant.kv_maps(kp, self.k_shape, self.k_strides)
-            self._kv_ptr, self._kv_addr = kp, tuple(m.ctypes.data for m in self._kv_map)
-        return self._kv_addr
+    def _kv_entry(self, kp: int) -> tuple:
+        """(maps, map addresses) of the cache at `kp`; the entry keeps the map objects alive."""
+        kv = self._kv.get(kp)
+        if kv is None:
+            maps = self.variant.kv_maps(kp, self.k_shape, self.k_strides)
+            if self._args is None:    # set before the entry: whoever finds the entry finds it (equal if made twice)
+                self._args = KernelArgs(self.record, len(maps))
+            if len(self._kv) >= _MAX_CACHES_PER_PLAN:
+                self._kv = {}
+            kv = self._kv[kp] = (maps, tuple(m.ctypes.data for m in maps))
+        return kv
 
     def kernel_params(self, q, k_cache, block_table, cache_seqlens, meta, num_splits, out, lse, ws):
-        """(kernelParams, record): the array of pointers to each argument's bytes that cuLaunchKernel takes (the
-        tensor maps, then the argument record with these tensors' pointers), and the record it points into (keep
-        both alive until the launches return; the driver copies the bytes)."""
+        """(params, record): the buffer whose address is the decode's kernelParams (the tensor maps' addresses,
+        then the record's), and the record with these tensors' pointers, which here lies inside that same buffer
+        (see KernelArgs). Keep it alive until both launches return; the driver copies the bytes."""
         wp, kp = ws.data_ptr(), k_cache.data_ptr()
-        record = self.record.copy()
-        record.view(np.int64)[_PTR_INDEX] = (q.data_ptr(), kp, block_table.data_ptr(), cache_seqlens.data_ptr(),
-                                             meta.data_ptr(), num_splits.data_ptr(), out.data_ptr(),
-                                             lse.data_ptr(), wp, wp + 4 * self.o_accum_elems)
-        return np.array((*self._kv_map_addresses(kp), record.ctypes.data), dtype=np.uintp), record
+        kv = self._kv_entry(kp)
+        args = self._args.build(kv[1], (q.data_ptr(), kp, block_table.data_ptr(), cache_seqlens.data_ptr(),
+                                        meta.data_ptr(), num_splits.data_ptr(), out.data_ptr(), lse.data_ptr(),
+                                        wp, wp + 4 * self.o_accum_elems))
+        return args, args
 
     # cuLaunchKernel directly (CuPy's launcher converts each argument on every call).
-    def launch_decode(self, params: np.ndarray, stream_ptr: int) -> None:
-        _launch_kernel(self.decode_fn.ptr, *self.decode_grid, self.variant.threads, 1, 1, self.variant.smem_bytes,
-                       stream_ptr, params.ctypes.data, 0)
+    def launch_decode(self, params: ctypes.Array, stream_ptr: int) -> None:
+        _launch_kernel(*self._decode_head, stream_ptr, ctypes.addressof(params), 0)
 
-    def launch_combine(self, params: np.ndarray, stream_ptr: int) -> None:
-        """The combine takes only the record: the last entry of `params`."""
-        _launch_kernel(self.combine_fn.ptr, *self.combine_grid, kernels.COMBINE_THREADS, 1, 1, 0, stream_ptr,
-                       params.ctypes.data + (len(params) - 1) * params.itemsize, 0)
+    def launch_combine(self, params: ctypes.Array, stream_ptr: int) -> None:
+        """The combine takes only the record: its kernelParams is the slot of `params` holding the record's
+        address (the last one before the record)."""
+        _launch_kernel(*self._combine_head, stream_ptr, ctypes.addressof(params) + self._args.record_offset - 8, 0)
 
     def launch(self, q, k_cache, block_table, cache_seqlens, meta, num_splits, stream_ptr: int):
-        qp, kp = q.data_ptr(), k_cache.data_ptr()
-        if (qp | kp) & 15:
+        if (q.data_ptr() | k_cache.data_ptr()) & 15:
             return None                      # let the full path raise its error
-        import torch
-        out = torch.empty(self.out_shape, dtype=self.out_dtype, device=self.torch_device)
-        lse = torch.empty(self.lse_shape, dtype=torch.float32, device=self.torch_device)
-        ws = torch.empty(self.ws_elems, dtype=torch.float32, device=self.torch_device)
-        params, record = self.kernel_params(q, k_cache, block_table, cache_seqlens, meta, num_splits, out, lse, ws)
-        self.launch_decode(params, stream_ptr)         # `record` stays referenced until both launches return
+        empty, dev = self._empty, self.torch_device
+        out = empty(self.out_shape, dtype=self.out_dtype, device=dev)
+        lse = empty(self.lse_shape, dtype=self._float32, device=dev)
+        ws = empty(self.ws_elems, dtype=self._float32, device=dev)
+        params, _ = self.kernel_params(q, k_cache, block_table, cache_seqlens, meta, num_splits, out, lse, ws)
+        self.launch_decode(params, stream_ptr)         # `params` stays referenced until both launches return
         self.launch_combine(params, stream_ptr)
         return out, lse          # ws may be freed now: torch reuses it only for work queued after these launches
 

@@ -35,7 +35,7 @@ def _aligned_desc() -> np.ndarray:
     return raw[(-raw.ctypes.data) % 128:][:128].view(_DESC_DTYPE)      # 1 element, 128-B aligned
 
 
-@lru_cache(maxsize=64)
+@lru_cache(maxsize=1024)     # a few maps per layer's cache: a 61-layer model's all fit
 def encode_tiled_16bit(address: int, dims: tuple, byte_strides: tuple, box: tuple,
                        l2_promotion: int = L2_PROMOTION_256B) -> np.ndarray:
     """Tensor map of a 16-bit tensor: dims innermost first, byte_strides of dims 1.., box per dim;
