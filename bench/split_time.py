@@ -24,7 +24,7 @@ def main():
         stream = torch.cuda.current_stream().cuda_stream
         out, lse = plan.launch(q, kc, bt, sl, meta, ns, stream)       # allocates; below we launch by hand
         ws = torch.empty(plan.ws_elems, dtype=torch.float32, device="cuda")
-        params, record = plan.kernel_params(q, kc, bt, sl, meta, ns, out, lse, ws)
+        params = plan.kernel_params(q, kc, bt, sl, meta, ns, out, lse, ws)
 
         def decode():
             plan.launch_decode(params, stream)

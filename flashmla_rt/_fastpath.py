@@ -31,8 +31,6 @@ def _launch_kernel(*args):
 # The per-call pointers, in kernels.DECODE_PARAMS_FIELDS order.
 POINTER_FIELDS = ("q", "kcache", "block_table", "seqlens", "sched_meta", "num_splits", "out", "lse", "o_accum",
                "lse_accum")
-# Their positions in the record viewed as int64 (tests/test_fastpath.py patches a NumPy record with these).
-_PTR_INDEX = np.array([kernels.DECODE_PARAMS_FIELDS.index(f) for f in POINTER_FIELDS], dtype=np.intp)
 # KernelArgs fills them with one struct pack, so they must be the record's first fields, 8 bytes each.
 if [kernels.DECODE_PARAMS_DTYPE.fields[f][1] for f in POINTER_FIELDS] != list(range(0, 8 * len(POINTER_FIELDS), 8)):
     raise RuntimeError("kernels.DECODE_PARAMS_DTYPE no longer starts with the POINTER_FIELDS: update KernelArgs")
@@ -114,16 +112,16 @@ class LaunchPlan:
             kv = self._kv[kp] = (maps, tuple(m.ctypes.data for m in maps))
         return kv
 
-    def kernel_params(self, q, k_cache, block_table, cache_seqlens, meta, num_splits, out, lse, ws):
-        """(params, record): the buffer whose address is the decode's kernelParams (the tensor maps' addresses,
-        then the record's), and the record with these tensors' pointers, which here lies inside that same buffer
-        (see KernelArgs). Keep it alive until both launches return; the driver copies the bytes."""
+    def kernel_params(self, q, k_cache, block_table, cache_seqlens, meta, num_splits, out, lse, ws) -> ctypes.Array:
+        """The buffer whose address is the decode's kernelParams: the tensor maps' addresses, the record's, then the
+        record with these tensors' pointers (see KernelArgs). Keep it alive until both launches return; the driver
+        copies the bytes."""
         wp, kp = ws.data_ptr(), k_cache.data_ptr()
         kv = self._kv_entry(kp)
         args = self._args.build(kv[1], (q.data_ptr(), kp, block_table.data_ptr(), cache_seqlens.data_ptr(),
                                         meta.data_ptr(), num_splits.data_ptr(), out.data_ptr(), lse.data_ptr(),
                                         wp, wp + 4 * self.o_accum_elems))
-        return args, args
+        return args
 
     # cuLaunchKernel directly (CuPy's launcher converts each argument on every call).
     def launch_decode(self, params: ctypes.Array, stream_ptr: int) -> None:
@@ -141,7 +139,7 @@ class LaunchPlan:
         out = empty(self.out_shape, dtype=self.out_dtype, device=dev)
         lse = empty(self.lse_shape, dtype=self._float32, device=dev)
         ws = empty(self.ws_elems, dtype=self._float32, device=dev)
-        params, _ = self.kernel_params(q, k_cache, block_table, cache_seqlens, meta, num_splits, out, lse, ws)
+        params = self.kernel_params(q, k_cache, block_table, cache_seqlens, meta, num_splits, out, lse, ws)
         self.launch_decode(params, stream_ptr)         # `params` stays referenced until both launches return
         self.launch_combine(params, stream_ptr)
         return out, lse          # ws may be freed now: torch reuses it only for work queued after these launches

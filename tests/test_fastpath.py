@@ -16,7 +16,8 @@ def test_pointer_fields_patch_the_record():
     others = {f: i + 100 for i, f in enumerate(kernels.DECODE_PARAMS_FIELDS) if f not in _fastpath.POINTER_FIELDS}
     rec = kernels.decode_params(**dict.fromkeys(_fastpath.POINTER_FIELDS, 0), **others, scale_log2=0.5)
     ptrs = tuple(0x7F0000000000 + 256 * i for i in range(len(_fastpath.POINTER_FIELDS)))
-    rec.view(np.int64)[_fastpath._PTR_INDEX] = ptrs
+    ptr_index = [kernels.DECODE_PARAMS_FIELDS.index(f) for f in _fastpath.POINTER_FIELDS]
+    rec.view(np.int64)[ptr_index] = ptrs
     fields = rec.view(kernels.DECODE_PARAMS_DTYPE)[0]
     for name, want in zip(_fastpath.POINTER_FIELDS, ptrs):
         assert fields[name] == want, name

@@ -113,7 +113,7 @@ def test_plan_kernel_params_equal_decode_params(monkeypatch, n_maps):
         ptrs["kcache"], ptrs["lse_accum"] = kp, ptrs["o_accum"] + 4 * o_accum_elems
         tensors = [FakeTensor(ptrs[f]) for f in ("q", "kcache", "block_table", "seqlens", "sched_meta", "num_splits",
                                                    "out", "lse", "o_accum")]
-        params, record = plan.kernel_params(*tensors)
+        params = plan.kernel_params(*tensors)
         entries = read_kernel_params(ctypes.addressof(params), n_maps + 1)
         assert [ctypes.string_at(e, 128) for e in entries[:-1]] == [m.tobytes() for m in maps_of[kp]]
         assert ctypes.string_at(entries[-1], RECORD_BYTES) == kernels.decode_params(**ptrs, **rest).tobytes()
