@@ -45,9 +45,8 @@ def _row_walk_map(kcache_ptr: int, shape: tuple, strides: tuple, box_tiles: int,
 def kv_region_maps(kcache_ptr: int, shape: tuple, strides: tuple) -> tuple:
     """The seesaw kernel's maps: a box of 4 tiles (a V half of a block) and a box of 1 (the RoPE tile)."""
     from .jit import tma
-    promotion = int(os.environ.get("FLASHMLA_RT_SEESAW_L2_PROMOTION", tma.L2_PROMOTION_256B))   # experiment
-    return (_row_walk_map(kcache_ptr, shape, strides, 4, promotion),
-            _row_walk_map(kcache_ptr, shape, strides, 1, promotion))
+    return (_row_walk_map(kcache_ptr, shape, strides, 4, tma.L2_PROMOTION_256B),
+            _row_walk_map(kcache_ptr, shape, strides, 1, tma.L2_PROMOTION_256B))
 
 
 def kv_block_map(kcache_ptr: int, shape: tuple, strides: tuple) -> tuple:

@@ -1,7 +1,6 @@
 """Loaded kernels: one CuPy `Module` per (source, device), functions looked up by their extern "C" name."""
 from __future__ import annotations
 
-import os
 import threading
 
 from . import compiler
@@ -33,13 +32,9 @@ def get_function(source: str, name: str, device: int, max_dynamic_smem: int = 0)
             _modules[(source, device)] = mod
         with cupy.cuda.Device(device):
             fn = mod.get_function(name)
-            from cupy.cuda import driver
             if max_dynamic_smem > 48 * 1024:
+                from cupy.cuda import driver
                 driver.funcSetAttribute(fn.ptr, driver.CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
                                         max_dynamic_smem)
-            carveout = os.environ.get("FLASHMLA_RT_SMEM_CARVEOUT")   # experiment: one L1/shared split for all
-            if carveout:
-                driver.funcSetAttribute(fn.ptr, driver.CU_FUNC_ATTRIBUTE_PREFERRED_SHARED_MEMORY_CARVEOUT,
-                                        int(carveout))
         _functions[key] = fn
         return fn
