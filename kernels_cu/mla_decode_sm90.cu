@@ -5,13 +5,14 @@
 // Each warpgroup owns whole 64-token blocks: WG0 the even block of a pair (stage 0), WG1 the odd one (stage 1),
 // and computes S = Q·Kᵀ with N = 64. O is split by columns (WG0 O_L = O[:, :256], WG1 O_R = O[:, 256:]). The
 // running max is shared; per pair, with r0 = exp2(m - m0), r1 = exp2(m0 - m1):
-//   WG0: S0; m0, r0, P0 -> [Scale0] ; O_L = O_L r0 + P0 V0_L (P0 from registers)
-//   WG1: S1; [Scale0] m1, r1, P1 -> [Scale1] ; O_R = O_R r0 r1 + P1 V1_R (registers); P1 -> smem [P1 ready]
+//   WG0: S0; m0, r0 -> [Scale0] ; P0 ; O_L = O_L r0 + P0 V0_L (P0 from registers)
+//   WG1: S1; [Scale0] m1, r1 -> [Scale1] ; P1 ; O_R = O_R r0 r1 + P1 V1_R (registers); P1 -> smem [P1 ready]
 //   WG0: [Scale1] P0 r1 -> smem [P0 ready] ; O_L = O_L r1 + P1 V1_L (P1 from smem)
 //   WG1: [P0 ready] O_R += (P0 r1) V0_R (smem)
-// so one warpgroup's softmax runs under the other's MMAs. P1 is written into stage 1's RoPE tile (K columns
-// 512..575, dead once WG1's Q·Kᵀ is done); P0 has a tile of its own, so stage 0's RoPE region is released, and
-// refilled, right after WG0's Q·Kᵀ.
+// so one warpgroup's softmax runs under the other's MMAs. Each publishes its row max before its exps (the other
+// needs only the max and its rescale), so the two softmaxes overlap too. P1 is written into stage 1's RoPE tile
+// (K columns 512..575, dead once WG1's Q·Kᵀ is done); P0 has a tile of its own, so stage 0's RoPE region is
+// released, and refilled, right after WG0's Q·Kᵀ.
 // Loads: a stage holds a block as three regions, V_L (tiles 0-3), V_R (tiles 4-7) and the RoPE tile, each loaded
 // by one TMA (one per page below 64) that reads whole 512-B (128-B) runs of every token row, completing on its
 // own "full" mbarrier. A third warpgroup produces (setmaxnreg: the consumers get 240 registers, it keeps 24): one
@@ -49,7 +50,9 @@ constexpr int kOffEmpty = kOffBars + 2 * kKTiles * 8;     // uint64 [2 stages][3
 // producer, which re-reads them instead of holding them in its 24 registers.
 constexpr int kOffProducerMeta = kOffEmpty + 2 * 3 * 8;
 constexpr int kOffProducerIds = kOffProducerMeta + 5 * 4;   // int [2 stages][4 boxes]: the next block's page ids
-constexpr int kSmemUsed = kOffProducerIds + 2 * 4 * 4;
+// float: scale_log2, read back by WG0 after it publishes m0, so that its exps cannot be scheduled above the arrive.
+constexpr int kOffScaleCopy = kOffProducerIds + 2 * 4 * 4;
+constexpr int kSmemUsed = kOffScaleCopy + 4;
 constexpr int kSmemBytes = kSmemUsed + 1024;
 static_assert(kSmemBytes <= 232448, "exceeds the 227 KB opt-in shared memory of sm_90");
 #ifdef FMLA_EXPECT_SMEM_BYTES
@@ -187,13 +190,13 @@ __device__ __forceinline__ void qk_block(float (&s)[32], uint32_t sQ, uint32_t s
   fence_accumulators(s);
 }
 
-// Mask, new running max against rs.max2 (r = rescale of the old max, applied to rs.sum), P = exp2(S c - max)
-// in place (fp32) and packed to 16 bits as the A fragment of the P·V wgmma. The softmax is on the pair's serial
-// chain, so the mask runs only for a block that reaches past one of the warp's row limits (the sequence's last
-// block, causal rows), and each row's max and sum run as two 8-long chains, not one of 16 (a deeper tree spills).
-template <bool kBF16>
-__device__ __forceinline__ void softmax_block(float (&s)[32], uint32_t (&pa)[16], RowState (&rs)[2], float (&r)[2],
-                                              int tok0, float scale_log2) {
+// A block's softmax in two phases, so that the running max (all the other warpgroup waits for) is published
+// before the exps. Phase 1: mask, new running max against rs.max2, r = rescale of the old max. The softmax is on
+// the pair's serial chain, so the mask runs only for a block that reaches past one of the warp's row limits (the
+// sequence's last block, causal rows), and each row's max runs as two 8-long chains, not one of 16 (a deeper tree
+// spills).
+__device__ __forceinline__ void softmax_max(float (&s)[32], RowState (&rs)[2], float (&r)[2], int tok0,
+                                            float scale_log2) {
   const int block_last = tok0 | (kBlockN - 1);             // tok0 = block start + 2 (lane & 3)
   if (!__all_sync(0xffffffffu, block_last < min(rs[0].key_limit, rs[1].key_limit))) {
 #pragma unroll
@@ -214,7 +217,14 @@ __device__ __forceinline__ void softmax_block(float (&s)[32], uint32_t (&pa)[16]
     r[h] = exp2_approx(rs[h].max2 - new_max);
     rs[h].max2 = new_max;
   }
-  float sum[4] = {0.f, 0.f, 0.f, 0.f};                      // same two chains per row
+}
+
+// Phase 2: P = exp2(S c - max) in place (fp32), the row sums (two chains per row), and P packed to 16 bits as
+// the A fragment of the P·V wgmma.
+template <bool kBF16>
+__device__ __forceinline__ void softmax_exp(float (&s)[32], uint32_t (&pa)[16], RowState (&rs)[2],
+                                            const float (&r)[2], float scale_log2) {
+  float sum[4] = {0.f, 0.f, 0.f, 0.f};
 #pragma unroll
   for (int i = 0; i < 32; ++i) {
     const int h = (i >> 1) & 1;
@@ -336,7 +346,7 @@ struct PairCtx {                  // what both WGs know about the current pair o
 };
 
 struct Smem {                     // shared-memory addresses and the per-row exchange arrays
-  uint32_t q, stage0, stage1, p0, bars0, bars1, empty0, empty1;
+  uint32_t q, stage0, stage1, p0, bars0, bars1, empty0, empty1, scale_copy;
   float *max0, *scale0, *max1, *scale1, *rowsum;
 };
 
@@ -351,9 +361,11 @@ __device__ __forceinline__ void pair_wg0(const Chunk& c, const Smem& sm, const P
   qk_block<kBF16, 0>(s, sm.q, sm.stage0, sm.bars0, pc.par0, pc.index);
   release(sm.empty0, 2, t_in_wg);                         // K0's RoPE tile is dead (P0 has its own tile)
   FMLA_TRACE_EVENT(0, 1, pc.index);
-  softmax_block<kBF16>(s, pa, rs, r0, pc.blk0 * kBlockN + 2 * (lane & 3), scale_log2);
-  publish_scale(sm.max0, sm.scale0, rs, r0, row_lo, lane);
+  softmax_max(s, rs, r0, pc.blk0 * kBlockN + 2 * (lane & 3), scale_log2);
+  publish_scale(sm.max0, sm.scale0, rs, r0, row_lo, lane);   // WG1's softmax needs only m0 and r0
   named_barrier_arrive(kBarScale0, kThreads);
+  // The exps' scale comes from shared memory after the arrive: ptxas otherwise hoists them above it.
+  softmax_exp<kBF16>(s, pa, rs, r0, __int_as_float(ld_shared_at_use(sm.scale_copy)));
   fence_accumulators(o);                                  // keep the O rescale below the arrive
   FMLA_TRACE_EVENT(0, 2, pc.index);
   prepare_v(c, pc.blk0, sm.stage0, t_in_wg, kBarWG0);
@@ -402,9 +414,11 @@ __device__ __forceinline__ void pair_wg1(const Chunk& c, const Smem& sm, const P
   read_scale(sm.max0, sm.scale0, rs, r0, row_lo);
 #pragma unroll
   for (int h = 0; h < 2; ++h) rs[h].sum *= r0[h];
-  if (pc.has1) softmax_block<kBF16>(s, pa, rs, r1, pc.blk1 * kBlockN + 2 * (lane & 3), scale_log2);
-  publish_scale(sm.max1, sm.scale1, rs, r1, row_lo, lane);
+  if (pc.has1) softmax_max(s, rs, r1, pc.blk1 * kBlockN + 2 * (lane & 3), scale_log2);
+  publish_scale(sm.max1, sm.scale1, rs, r1, row_lo, lane);   // WG0 needs only m1 and r1 before P1
   named_barrier_arrive(kBarScale1, kThreads);
+  // The exps stay below the arrive: the `if` ends the basic block, so ptxas does not hoist them.
+  if (pc.has1) softmax_exp<kBF16>(s, pa, rs, r1, scale_log2);
   fence_accumulators(o);                                  // keep the O rescale below the arrive
   FMLA_TRACE_EVENT(1, 3, pc.index);
   scale_o(o, r0[0] * r1[0], r0[1] * r1[1]);
@@ -475,6 +489,7 @@ __device__ void decode_cta(const KvMaps& maps, const DecodeParams& p) {
   sm.max1 = reinterpret_cast<float*>(smem + kOffMax1);
   sm.scale1 = reinterpret_cast<float*>(smem + kOffScale1);
   sm.rowsum = reinterpret_cast<float*>(smem + kOffRowSum);
+  sm.scale_copy = base + kOffScaleCopy;
 
   const int tid = threadIdx.x, t_in_wg = tid & 127, lane = tid & 31;
   const int wg = __shfl_sync(0xffffffffu, tid / 128, 0);  // warp-uniform by construction
@@ -489,6 +504,7 @@ __device__ void decode_cta(const KvMaps& maps, const DecodeParams& p) {
     int* producer_meta = reinterpret_cast<int*>(smem + kOffProducerMeta);
     for (int i = 0; i < 4; ++i) producer_meta[i] = __ldg(meta + i);
     producer_meta[4] = tile_key_shift(p, m_block);
+    *reinterpret_cast<float*>(smem + kOffScaleCopy) = (float)p.scale_log2;
     fence_mbarrier_init();
   }
   __syncthreads();
