@@ -190,8 +190,8 @@ __device__ __forceinline__ void qk_block(float (&s)[32], uint32_t sQ, uint32_t s
   fence_accumulators(s);
 }
 
-// A block's softmax in two phases, so that the running max (all the other warpgroup waits for) is published
-// before the exps. Phase 1: mask, new running max against rs.max2, r = rescale of the old max. The softmax is on
+// A block's softmax in two phases, so that the running max, which is all the other warpgroup waits for, can be
+// published before the exps. Phase 1: mask, new running max against rs.max2, r = rescale of the old max. It is on
 // the pair's serial chain, so the mask runs only for a block that reaches past one of the warp's row limits (the
 // sequence's last block, causal rows), and each row's max runs as two 8-long chains, not one of 16 (a deeper tree
 // spills).
