@@ -20,8 +20,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.append(str(Path(__file__).resolve().parents[1]))   # the package of this checkout, unless PYTHONPATH has one
 
 LANDMARKS = (   # (pattern on the instruction text, label); the first match wins
     (re.compile(r"BAR\.SYNC(?:\.DEFER_BLOCKING)? 0x([0-9a-f]+)"), "sync {bar}"),
@@ -72,14 +71,14 @@ def main():
     args = ap.parse_args()
     if not args.nvdisasm:
         raise SystemExit("nvdisasm not found: pass --nvdisasm or set NVDISASM")
-    from flashmla_rt.jit import compiler
+    from flashmla_rt.jit import compiler, sources
     built = compiler.compile_source(args.source,
                                     tuple(os.environ.get("FLASHMLA_RT_NVRTC_OPTIONS", "").split()))
     with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
         f.write(built.cubin)
         f.flush()
         sass = subprocess.run([args.nvdisasm, "-c", f.name], check=True, capture_output=True, text=True).stdout
-    bars = barrier_names((ROOT / "kernels_cu" / args.source).read_text())
+    bars = barrier_names((sources.kernels_dir() / args.source).read_text())
     for n, name, count in landmarks(sass, args.function, bars):
         print(f"{n:6d}  {name}" + (f" x{count}" if count > 1 else ""))
 
