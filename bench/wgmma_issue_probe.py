@@ -78,16 +78,13 @@ extern "C" __global__ void __launch_bounds__(128, 1) probe_ss(unsigned long long
 
 
 def build():
-    """The probe's cubin, compiled like the package's kernels (same options, includes inlined)."""
-    from cupy.cuda.compiler import _NVRTCProgram
-    from flashmla_rt.jit import compiler, sources
+    """The probe's cubin, through the package's compiler (an absolute name: includes resolve against
+    kernels_cu/; not cached)."""
+    from flashmla_rt.jit import compiler
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "wgmma_issue_probe.cu"
         path.write_text(PROBE)
-        text = sources.expand(str(path))          # an absolute name: includes resolve against kernels_cu/
-    prog = _NVRTCProgram(text, "wgmma_issue_probe.cu", method="cubin")
-    cubin, _ = prog.compile(compiler._full_options(()))
-    return compiler.complete_cubin(bytes(cubin), prog.ptr)
+        return compiler.compile_source(str(path), use_cache=False, quiet=True).cubin
 
 
 def main():

@@ -118,10 +118,9 @@ class LaunchPlan:
         copies the bytes."""
         wp, kp = ws.data_ptr(), k_cache.data_ptr()
         kv = self._kv_entry(kp)
-        args = self._args.build(kv[1], (q.data_ptr(), kp, block_table.data_ptr(), cache_seqlens.data_ptr(),
+        return self._args.build(kv[1], (q.data_ptr(), kp, block_table.data_ptr(), cache_seqlens.data_ptr(),
                                         meta.data_ptr(), num_splits.data_ptr(), out.data_ptr(), lse.data_ptr(),
                                         wp, wp + 4 * self.o_accum_elems))
-        return args
 
     # cuLaunchKernel directly (CuPy's launcher converts each argument on every call).
     def launch_decode(self, params: ctypes.Array, stream_ptr: int) -> None:
