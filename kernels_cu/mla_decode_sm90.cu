@@ -424,10 +424,10 @@ __device__ __forceinline__ void pair_wg1(const Chunk& c, const Smem& sm, const P
   scale_o(o, r0[0] * r1[0], r0[1] * r1[1]);
   if (pc.has1) {
     store_p(pa, sm.stage1 + kPTile, row_lo, lane);        // before the wgmma that reads pa from registers
-    fence_proxy_async_smem();
     prepare_v(c, pc.blk1, sm.stage1, t_in_wg, kBarWG1);
-    named_barrier_arrive(kBarP1Ready, kThreads);
     pv_issue_rs<kBF16>(o, pa, sm.stage1, 1);               // O_R = O_R r0 r1 + P1 V1_R
+    fence_proxy_async_smem();                             // P1 for WG0's wgmma: the fence waits for the stores,
+    named_barrier_arrive(kBarP1Ready, kThreads);          // so it comes after this warpgroup's own wgmma issue
     wait_pv(o);
     FMLA_TRACE_EVENT(1, 4, pc.index);
     release(sm.empty1, 1, t_in_wg);                       // V1_R is dead
