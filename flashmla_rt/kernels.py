@@ -86,19 +86,14 @@ COMBINE_THREADS = 256
 COMBINE_ROWS_PER_CTA = 8
 COMBINE_COLUMN_SPLITS = 4           # grid.z: each CTA merges one quarter of the 512 columns
 COMBINE_WIDE_MAX_ROWS = 1024        # up to this many (request, KV head, row) rows: the 8-warps-per-row combine
-COMBINE_MAX_CTAS = 1024             # about what 132 SMs hold at once; the many-rows combine steps through requests
 
 
 def combine_launch(b: int, h_kv: int, rows: int) -> tuple:
     """(wide, grid) of the combine: few rows in all (b = 1 or 4: long requests, many splits each) get one CTA per
-    row whose 8 warps share the splits; otherwise one warp per row, and grid.x <= b CTAs per row group step
-    through the requests. Most requests of a large batch are not split, and a CTA per request would make
-    such a call pay for thousands of CTAs that only look and leave."""
+    row whose 8 warps share the splits; otherwise one warp per row."""
     if b * h_kv * rows <= COMBINE_WIDE_MAX_ROWS:
         return True, (b, h_kv * rows, COMBINE_COLUMN_SPLITS)
-    row_groups = -(-(h_kv * rows) // COMBINE_ROWS_PER_CTA)
-    per_request = row_groups * COMBINE_COLUMN_SPLITS
-    return False, (max(1, min(b, COMBINE_MAX_CTAS // per_request)), row_groups, COMBINE_COLUMN_SPLITS)
+    return False, (b, -(-(h_kv * rows) // COMBINE_ROWS_PER_CTA), COMBINE_COLUMN_SPLITS)
 
 _SUFFIX = {"bfloat16": "bf16", "float16": "fp16"}
 

@@ -8,7 +8,6 @@
 // requests were written by the decode kernel and are skipped. All partials empty -> out 0, lse +inf (FlashMLA's
 // convention).
 #include "common/nvrtc_shim.cuh"
-#include "common/ptx_grid.cuh"
 #include "common/softmax.cuh"
 #include "common/decode_params.cuh"
 
@@ -154,28 +153,23 @@ __device__ __forceinline__ float4 merge_up_to_32(const DecodeParams& p, const Co
   return acc;
 }
 
-// Many rows: one warp per (row, column quarter), all of its splits. The CTAs step through the requests
-// (grid.x may be smaller than b: kernels.combine_launch caps the grid so that a call without splits costs a few
-// waves of CTAs, not one CTA per row group of every request).
+// Many rows: one warp per (row, column quarter), all of its splits.
 template <bool kBF16>
 __device__ void combine_rows(const DecodeParams& p) {
   const int flat = blockIdx.y * kCombineRowsPerCta + threadIdx.x / 32, lane = threadIdx.x & 31;
   if (flat >= p.h_kv * p.rows) return;
-#pragma unroll 1
-  for (int req = blockIdx.x; req < (int)p.batch; req += gridDim.x) {
-    const int col = (kHeadDimV / kCombineColumnSplits) * blockIdx.z + 4 * lane;
-    const CombineRow c = combine_row_of(p, req, flat);
-    if (c.n_splits <= 1) continue;                              // the decode wrote this request's rows
-    float lse2;
-    float4 acc;
-    if (c.n_splits <= 32) {
-      acc = merge_up_to_32(p, c, col, lane, lse2);
-    } else {
-      lse2 = merged_lse2(c, lane);
-      acc = lse2 == neg_inf() ? make_float4(0.f, 0.f, 0.f, 0.f) : weighted_sum(p, c, lse2, col, 0, 1);
-    }
-    store_row<kBF16>(p, c, lse2, acc, col, lane == 0 && blockIdx.z == 0);
+  const CombineRow c = combine_row_of(p, blockIdx.x, flat);
+  if (c.n_splits <= 1) return;
+  const int col = (kHeadDimV / kCombineColumnSplits) * blockIdx.z + 4 * lane;
+  float lse2;
+  float4 acc;
+  if (c.n_splits <= 32) {
+    acc = merge_up_to_32(p, c, col, lane, lse2);
+  } else {
+    lse2 = merged_lse2(c, lane);
+    acc = lse2 == neg_inf() ? make_float4(0.f, 0.f, 0.f, 0.f) : weighted_sum(p, c, lse2, col, 0, 1);
   }
+  store_row<kBF16>(p, c, lse2, acc, col, lane == 0 && blockIdx.z == 0);
 }
 
 // Few rows, many splits (b = 1 or 4, long): one CTA per (row, column quarter); warp w takes splits w, w + 8, ...
@@ -203,30 +197,22 @@ __device__ void combine_wide(const DecodeParams& p) {
 
 }  // namespace fmla
 
-// Launched as the decode's programmatic dependent (kernels.py), the combine's CTAs start before the decode ends,
-// so each first waits for it: for the partials it reads, and so that the combine completes after the decode
-// (work queued after the call then also sees the rows the decode wrote to out). Even CTAs with nothing to merge
-// wait.
-// Many rows: grid (<= b, ceil(h_kv * rows / 8), 4 column quarters), 256 threads = 8 rows; 4 CTAs per SM (the merge
+// Many rows: grid (b, ceil(h_kv * rows / 8), 4 column quarters), 256 threads = 8 rows; 4 CTAs per SM (the merge
 // is latency-bound, so keep the warps).
-extern "C" __global__ void __launch_bounds__(fmla::kCombineThreads, 3)
+extern "C" __global__ void __launch_bounds__(fmla::kCombineThreads, 4)
     mla_combine_bf16(const __grid_constant__ fmla::DecodeParams p) {
-  fmla::wait_for_prerequisite_grids();
   fmla::combine_rows<true>(p);
 }
-extern "C" __global__ void __launch_bounds__(fmla::kCombineThreads, 3)
+extern "C" __global__ void __launch_bounds__(fmla::kCombineThreads, 4)
     mla_combine_fp16(const __grid_constant__ fmla::DecodeParams p) {
-  fmla::wait_for_prerequisite_grids();
   fmla::combine_rows<false>(p);
 }
 // Few rows: grid (b, h_kv * rows, 4 column quarters), 256 threads = 8 warps sharing one row's splits.
 extern "C" __global__ void __launch_bounds__(fmla::kCombineThreads)
     mla_combine_wide_bf16(const __grid_constant__ fmla::DecodeParams p) {
-  fmla::wait_for_prerequisite_grids();
   fmla::combine_wide<true>(p);
 }
 extern "C" __global__ void __launch_bounds__(fmla::kCombineThreads)
     mla_combine_wide_fp16(const __grid_constant__ fmla::DecodeParams p) {
-  fmla::wait_for_prerequisite_grids();
   fmla::combine_wide<false>(p);
 }

@@ -62,20 +62,9 @@ def test_row_walking_maps_address_the_cache(monkeypatch, maps_fn, page, h_kv, he
 
 
 @pytest.mark.parametrize("b, h_kv, rows, wide", [(1, 1, 128, True), (4, 1, 16, True), (1, 2, 512, True),
-                                                 (128, 1, 16, False), (64, 1, 17, False), (2, 1, 513, False),
-                                                 (128, 1, 256, False), (1000, 1, 64, False), (3, 1, 8200, False)])
+                                                 (128, 1, 16, False), (64, 1, 17, False), (2, 1, 513, False)])
 def test_combine_launch(b, h_kv, rows, wide):
-    """The wide combine covers every row with one CTA per column quarter; the other packs 8 rows per CTA and
-    its CTAs step through the requests (req = x, x + grid.x, ...): every request exactly once, in at most
-    COMBINE_MAX_CTAS CTAs unless one request alone needs more."""
+    """The wide combine covers every row with one CTA per column quarter; the other packs 8 rows per CTA."""
     got_wide, grid = kernels.combine_launch(b, h_kv, rows)
-    assert got_wide == wide and grid[2] == kernels.COMBINE_COLUMN_SPLITS
+    assert got_wide == wide and grid[0] == b and grid[2] == kernels.COMBINE_COLUMN_SPLITS
     assert grid[1] == (h_kv * rows if wide else -(-(h_kv * rows) // kernels.COMBINE_ROWS_PER_CTA))
-    if wide:
-        assert grid[0] == b
-        return
-    assert 1 <= grid[0] <= b
-    assert grid[0] * grid[1] * grid[2] <= max(kernels.COMBINE_MAX_CTAS, grid[1] * grid[2])
-    assert grid[0] == b or (grid[0] + 1) * grid[1] * grid[2] > kernels.COMBINE_MAX_CTAS   # no smaller than needed
-    visits = sorted(req for x in range(grid[0]) for req in range(x, b, grid[0]))
-    assert visits == list(range(b))
