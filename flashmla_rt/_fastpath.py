@@ -13,7 +13,7 @@ import struct
 
 import numpy as np
 
-from . import kernels
+from . import _dependent_launch, kernels
 
 _MAX_PLANS = 64
 _MAX_CACHES_PER_PLAN = 256        # distinct k_cache pointers remembered per plan (e.g. one per layer)
@@ -73,7 +73,7 @@ class LaunchPlan:
     """Everything about a call that the signature fixes; `launch` fills in the pointers."""
     __slots__ = ("device", "torch_device", "out_shape", "out_dtype", "lse_shape", "o_accum_elems", "ws_elems",
                  "record", "variant", "decode_fn", "decode_grid", "combine_fn", "combine_grid", "k_shape", "k_strides",
-                 "_kv", "_args", "_decode_head", "_combine_head", "_empty", "_float32")
+                 "_kv", "_args", "_decode_head", "_combine", "_empty", "_float32")
 
     def __init__(self, *, device, out_shape, out_dtype, lse_shape, o_accum_elems, lse_accum_elems, record,
                  decode_grid, combine_grid, k_shape, k_strides, variant=kernels.SEESAW, combine_wide=False):
@@ -93,7 +93,9 @@ class LaunchPlan:
         self.combine_grid = tuple(combine_grid) + (1,) * (3 - len(combine_grid))
         # cuLaunchKernel's arguments up to the stream: function, grid, block, dynamic shared memory.
         self._decode_head = (self.decode_fn.ptr, *self.decode_grid, variant.threads, 1, 1, variant.smem_bytes)
-        self._combine_head = (self.combine_fn.ptr, *self.combine_grid, kernels.COMBINE_THREADS, 1, 1, 0)
+        self._combine = _dependent_launch.DependentLaunch(self.combine_fn.ptr, self.combine_grid,
+                                                          (kernels.COMBINE_THREADS,), 0, "combine",
+                                                          programmatic=not combine_wide)
         self.k_shape, self.k_strides = k_shape, k_strides
         # cache pointer -> (maps, their addresses): one entry per layer's cache when every layer has its own
         # k_cache of the same signature (a serving loop calls them in turn).
@@ -128,8 +130,8 @@ class LaunchPlan:
 
     def launch_combine(self, params: ctypes.Array, stream_ptr: int) -> None:
         """The combine takes only the record: its kernelParams is the slot of `params` holding the record's
-        address (the last one before the record)."""
-        _launch_kernel(*self._combine_head, stream_ptr, ctypes.addressof(params) + self._args.record_offset - 8, 0)
+        address (the last one before the record). The many-rows combine is the decode's programmatic dependent."""
+        self._combine.launch(stream_ptr, ctypes.addressof(params) + self._args.record_offset - 8)
 
     def launch(self, q, k_cache, block_table, cache_seqlens, meta, num_splits, stream_ptr: int):
         if (q.data_ptr() | k_cache.data_ptr()) & 15:

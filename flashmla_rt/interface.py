@@ -7,13 +7,14 @@ block-table coverage check (skipped while a CUDA graph is being captured; see `c
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import math
 import numbers
 import os
 
 import numpy as np
 
-from . import _checks, _device, _fastpath, kernels, schedule
+from . import _checks, _dependent_launch, _device, _fastpath, kernels, schedule
 from ._interop import Allocator, Tensor, current_stream, describe
 
 LOG2E = math.log2(math.e)
@@ -164,8 +165,10 @@ def _launch_decode(qt: Tensor, kt: Tensor, bt: Tensor, st: Tensor, mt: Tensor, n
     kv_maps = variant.kv_maps(kt.ptr, kt.shape, kt.strides)
     kernels.decode_kernel(qt.dtype, device, variant)(
         decode_grid, (variant.threads,), (*kv_maps, params), shared_mem=variant.smem_bytes, stream=stream)
-    kernels.combine_kernel(qt.dtype, device, combine_wide)(
-        combine_grid, (kernels.COMBINE_THREADS,), (params,), stream=stream)
+    combine = kernels.combine_kernel(qt.dtype, device, combine_wide)
+    record_address = (ctypes.c_void_p * 1)(params.ctypes.data)     # kernelParams: the record's address
+    _dependent_launch.DependentLaunch(combine.ptr, combine_grid, (kernels.COMBINE_THREADS,), 0, "combine",
+                                      programmatic=not combine_wide).launch(stream.ptr, ctypes.addressof(record_address))
     return alloc.export(out_obj), alloc.export(lse_obj)
 
 

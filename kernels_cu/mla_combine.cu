@@ -8,6 +8,7 @@
 // requests were written by the decode kernel and are skipped. All partials empty -> out 0, lse +inf (FlashMLA's
 // convention).
 #include "common/nvrtc_shim.cuh"
+#include "common/ptx_grid.cuh"
 #include "common/softmax.cuh"
 #include "common/decode_params.cuh"
 
@@ -153,6 +154,19 @@ __device__ __forceinline__ float4 merge_up_to_32(const DecodeParams& p, const Co
   return acc;
 }
 
+// Run first by every combine CTA; false: the CTA has nothing to do. Launched as the decode's programmatic
+// dependent (the many-rows combine, kernels.py), CTAs start while the decode still runs, as its SMs free up.
+// A CTA whose request is not split leaves at once, in the decode's tail: num_splits is the metadata's, complete
+// before the decode began. The others wait for the decode (griddepcontrol.wait) before they read a partial.
+// CTA (0, 0, 0) always waits, so the combine grid never completes before the decode: work queued after the
+// call sees the rows the decode wrote too.
+__device__ __forceinline__ bool combine_prologue(const DecodeParams& p) {
+  const int req = blockIdx.x;
+  const bool split = p.num_splits[req + 1] - p.num_splits[req] > 1;
+  if (split || (blockIdx.x | blockIdx.y | blockIdx.z) == 0) wait_for_prerequisite_grids();
+  return split;
+}
+
 // Many rows: one warp per (row, column quarter), all of its splits.
 template <bool kBF16>
 __device__ void combine_rows(const DecodeParams& p) {
@@ -201,18 +215,18 @@ __device__ void combine_wide(const DecodeParams& p) {
 // is latency-bound, so keep the warps).
 extern "C" __global__ void __launch_bounds__(fmla::kCombineThreads, 4)
     mla_combine_bf16(const __grid_constant__ fmla::DecodeParams p) {
-  fmla::combine_rows<true>(p);
+  if (fmla::combine_prologue(p)) fmla::combine_rows<true>(p);
 }
 extern "C" __global__ void __launch_bounds__(fmla::kCombineThreads, 4)
     mla_combine_fp16(const __grid_constant__ fmla::DecodeParams p) {
-  fmla::combine_rows<false>(p);
+  if (fmla::combine_prologue(p)) fmla::combine_rows<false>(p);
 }
 // Few rows: grid (b, h_kv * rows, 4 column quarters), 256 threads = 8 warps sharing one row's splits.
 extern "C" __global__ void __launch_bounds__(fmla::kCombineThreads)
     mla_combine_wide_bf16(const __grid_constant__ fmla::DecodeParams p) {
-  fmla::combine_wide<true>(p);
+  if (fmla::combine_prologue(p)) fmla::combine_wide<true>(p);
 }
 extern "C" __global__ void __launch_bounds__(fmla::kCombineThreads)
     mla_combine_wide_fp16(const __grid_constant__ fmla::DecodeParams p) {
-  fmla::combine_wide<false>(p);
+  if (fmla::combine_prologue(p)) fmla::combine_wide<false>(p);
 }

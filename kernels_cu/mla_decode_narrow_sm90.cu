@@ -17,6 +17,7 @@
 // pages past the end and invalid block ids are zero-filled by TMA.
 #include "common/nvrtc_shim.cuh"
 #include "common/ptx_async.cuh"
+#include "common/ptx_grid.cuh"
 #include "common/ptx_tma.cuh"
 #include "common/ptx_wgmma.cuh"
 #include "common/softmax.cuh"
@@ -324,6 +325,7 @@ __device__ void decode_cta(const TmaDesc* kv_map, const DecodeParams& p) {
   const int tid = threadIdx.x, hk = blockIdx.y;
   const int* meta = p.sched_meta + blockIdx.z * 8;
   const uint32_t full0 = base + Plan<N>::kOffFull, empty0 = base + Plan<N>::kOffEmpty;
+  allow_dependent_launch();   // the combine's CTAs may be placed as this grid's SMs free up; they wait for it
   if (tid == 0) {
     prefetch_tma_desc(kv_map);
     for (int i = 0; i < 2; ++i) {

@@ -47,3 +47,23 @@ def pytest_collection_modifyitems(config, items):
 def torch():
     """PyTorch, or skip: the GPU tests drive the kernels with torch tensors."""
     return pytest.importorskip("torch")
+
+
+@pytest.fixture
+def route_dependent_launches(monkeypatch):
+    """`route(launch_kernel)`: DependentLaunch's cuLaunchKernelEx calls go to `launch_kernel` with cuLaunchKernel's
+    arguments, read back from the CUlaunchConfig it was given, after checking its one attribute (programmatic
+    stream serialization allowed). The driver reads the arguments during the call, so does the stand-in."""
+    from flashmla_rt import _dependent_launch as dl
+
+    def route(launch_kernel):
+        def launch_ex(config_address, function, kernel_params, extra):
+            cfg = dl.LaunchConfig.from_address(config_address)
+            assert cfg.numAttrs == 1
+            attr = cfg.attrs[0]
+            assert attr.id == 6 and attr.value[0] & 0xFFFFFFFF == 1
+            launch_kernel(function, cfg.gridDimX, cfg.gridDimY, cfg.gridDimZ, cfg.blockDimX, cfg.blockDimY,
+                          cfg.blockDimZ, cfg.sharedMemBytes, cfg.hStream, kernel_params, extra or 0)
+            return 0
+        monkeypatch.setattr(dl, "_driver_launch", launch_ex)
+    return route

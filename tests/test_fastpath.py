@@ -34,7 +34,7 @@ def test_plan_cache_is_bounded():
     _fastpath._plans.clear()
 
 
-def test_plan_launch_with_stand_ins(monkeypatch):
+def test_plan_launch_with_stand_ins(monkeypatch, route_dependent_launches):
     """Build and launch a plan against stand-ins for torch and the kernels: both launches get the patched record,
     the workspace split and the caller's stream."""
     import sys
@@ -65,6 +65,7 @@ def test_plan_launch_with_stand_ins(monkeypatch):
 
     kv_map = np.frombuffer(bytes(range(128)), np.uint8).copy()
     monkeypatch.setattr(_fastpath, "_launch_kernel", launch_kernel)
+    route_dependent_launches(launch_kernel)          # the combine: cuLaunchKernelEx (PDL)
     monkeypatch.setattr(kernels, "decode_kernel", lambda d, dev, v: types.SimpleNamespace(ptr=11))
     monkeypatch.setattr(kernels, "combine_kernel", lambda d, dev, wide: types.SimpleNamespace(ptr=22))
     others = {f: 1 for f in kernels.DECODE_PARAMS_FIELDS if f not in _fastpath.POINTER_FIELDS}

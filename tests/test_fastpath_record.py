@@ -84,7 +84,7 @@ class FakeTensor:
 
 
 @pytest.mark.parametrize("n_maps", [1, 2])
-def test_plan_kernel_params_equal_decode_params(monkeypatch, n_maps):
+def test_plan_kernel_params_equal_decode_params(monkeypatch, route_dependent_launches, n_maps):
     """Through LaunchPlan (torch and the kernels replaced by stand-ins): the record of each call carries that
     call's pointers, with lse_accum right after o_accum in the workspace, and the kernel maps of its cache."""
     fake = types.ModuleType("torch")
@@ -108,6 +108,7 @@ def test_plan_kernel_params_equal_decode_params(monkeypatch, n_maps):
         variant=kernels.SEESAW._replace(kv_maps=kv_maps))
     launches = []
     monkeypatch.setattr(_fastpath, "_launch_kernel", lambda *a: launches.append(a))
+    route_dependent_launches(lambda *a: launches.append(a))
     for kp in (0x10000, 0x10000, 0x20000, 0x10000):   # each cache's maps are made once (layers taken in turn)
         ptrs = random_pointers(rng)
         ptrs["kcache"], ptrs["lse_accum"] = kp, ptrs["o_accum"] + 4 * o_accum_elems
