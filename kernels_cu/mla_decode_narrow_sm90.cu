@@ -325,7 +325,7 @@ __device__ void decode_cta(const TmaDesc* kv_map, const DecodeParams& p) {
   const int tid = threadIdx.x, hk = blockIdx.y;
   const int* meta = p.sched_meta + blockIdx.z * 8;
   const uint32_t full0 = base + Plan<N>::kOffFull, empty0 = base + Plan<N>::kOffEmpty;
-  allow_dependent_launch();   // the combine's CTAs may be placed as this grid's SMs free up; they wait for it
+  allow_dependent_launch();   // the combine's CTAs may be placed as this grid's SMs free up (mla_combine.cu)
   if (tid == 0) {
     prefetch_tma_desc(kv_map);
     for (int i = 0; i < 2; ++i) {

@@ -496,7 +496,7 @@ __device__ void decode_cta(const KvMaps& maps, const DecodeParams& p) {
   const int wg = __shfl_sync(0xffffffffu, tid / 128, 0);  // warp-uniform by construction
   const int m_block = blockIdx.x, hk = blockIdx.y;
   const int* meta = p.sched_meta + blockIdx.z * 8;
-  allow_dependent_launch();   // the combine's CTAs may be placed as this grid's SMs free up; they wait for it
+  allow_dependent_launch();   // the combine's CTAs may be placed as this grid's SMs free up (mla_combine.cu)
 
   if (tid == 0) {
     prefetch_tma_desc(maps.v);

@@ -1,5 +1,5 @@
 // Grid dependency control (programmatic dependent launch, sm_90): the decode lets the combine launch early, and
-// the combine waits for the decode before it reads anything. Both are no-ops for a grid launched without the
+// the combine waits for the decode before it reads a partial. Both are no-ops for a grid launched without the
 // programmatic-serialization attribute, so a plain cuLaunchKernel stays correct.
 // PTX ISA #parallel-synchronization-and-communication-instructions-griddepcontrol
 #pragma once
