@@ -39,7 +39,7 @@ def device_array(name, shape):
     return cupy.ndarray(shape, cupy.uint64, mem)
 
 
-arrays = {"fmla_trace": (3, 8, 64), "fmla_trace_ns": (64,), "fmla_trace_cta": (4096, 2)}
+arrays = {"fmla_trace": (3, 8, 64), "fmla_trace_ns": (64,), "fmla_trace_cta": (4096, 3)}
 for name, shape in arrays.items():
     device_array(name, shape).fill(0)                 # only the next launch's events remain
 torch.cuda.synchronize()
@@ -69,6 +69,12 @@ if done.any():
           f"kernel span (first start to last end) {(end.max() - start.min()) / 1e3:.1f} us; "
           f"starts spread {(start.max() - start.min()) / 1e3:.1f} us; CTA 0 {dur[0]:.1f} us")
     print(f"CTA durations p10 {np.percentile(dur, 10):.1f} p50 {np.median(dur):.1f} p90 {np.percentile(dur, 90):.1f} us")
+    worked = done & (cta[:, 2] > 0)                   # CTAs that had a chunk
+    epi, pairs_done = (cta[worked, 1] - cta[worked, 2]) / 1e3, cta[worked, 2]
+    print(f"CTA epilogues (last chunk's pairs done to end) us p10 {np.percentile(epi, 10):.2f} "
+          f"p50 {np.median(epi):.2f} p90 {np.percentile(epi, 90):.2f}; pairs done, spread over CTAs p10-p90 "
+          f"{(np.percentile(pairs_done, 90) - np.percentile(pairs_done, 10)) / 1e3:.1f} us")
     if cta[0, 0] > 0 and n > 0:
-        print(f"CTA 0: start to first pair {(ns[0] - cta[0, 0]) / 1e3:.2f} us; last traced pair start to end "
-              f"{(cta[0, 1] - ns[n - 1]) / 1e3:.2f} us ({n} pairs traced)")
+        print(f"CTA 0: start to first pair {(ns[0] - cta[0, 0]) / 1e3:.2f} us; last traced pair start to its "
+              f"pairs done {(cta[0, 2] - ns[n - 1]) / 1e3:.2f} us, then to its end {(cta[0, 1] - cta[0, 2]) / 1e3:.2f}"
+              f" us ({n} pairs traced)")

@@ -133,12 +133,12 @@ constexpr int kConsumerRegs = 240, kProducerRegs = 24;
 // clock64 of event `ev` of warpgroup `wg` in pair `pair` of CTA (0, 0, 0), first 64 pairs. Warpgroup 2 is the
 // producer: events 0-2 (stage 0) and 3-5 (stage 1) are its region issues, by the stage's block count.
 // Wall clock (%globaltimer, ns): fmla_trace_ns[pair] at WG0's start of each traced pair (with its clock64, the SM
-// clock rate), and fmla_trace_cta[2 * cta], [2 * cta + 1] at the start and end of every CTA (linear id < 4096):
-// CTA durations against the pairs' share, and the kernel's tail.
+// clock rate), and fmla_trace_cta[3 * cta + k] for every CTA (linear id < 4096): k = 0 its start, 1 its end, 2 its
+// last chunk's pairs done (the epilogue's start): CTA durations against the pairs' share, and the kernel's tail.
 #ifdef FMLA_TRACE
 extern "C" __device__ unsigned long long fmla_trace[3 * 8 * 64];
 extern "C" __device__ unsigned long long fmla_trace_ns[64];
-extern "C" __device__ unsigned long long fmla_trace_cta[2 * 4096];
+extern "C" __device__ unsigned long long fmla_trace_cta[3 * 4096];
 __device__ __forceinline__ unsigned long long globaltimer_ns() {
   unsigned long long t;
   asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
@@ -155,15 +155,15 @@ __device__ __forceinline__ unsigned long long globaltimer_ns() {
   do {                                                                                                   \
     if ((threadIdx.x & 127) == 0) FMLA_TRACE_AT(wg, ev, pair);                                           \
   } while (0)
-#define FMLA_TRACE_CTA(end)                                                                              \
+#define FMLA_TRACE_CTA(k)                                                                                \
   do {                                                                                                   \
     const unsigned cta = blockIdx.x + gridDim.x * (blockIdx.y + gridDim.y * blockIdx.z);                 \
-    if (threadIdx.x == 0 && cta < 4096) fmla_trace_cta[2 * cta + (end)] = globaltimer_ns();              \
+    if (threadIdx.x == 0 && cta < 4096) fmla_trace_cta[3 * cta + (k)] = globaltimer_ns();                \
   } while (0)
 #else
 #define FMLA_TRACE_AT(wg, ev, pair) do {} while (0)
 #define FMLA_TRACE_EVENT(wg, ev, pair) do {} while (0)
-#define FMLA_TRACE_CTA(end) do {} while (0)
+#define FMLA_TRACE_CTA(k) do {} while (0)
 #endif
 
 // Q·Kᵀ tile order: each WG starts with the tiles of its stage that were refilled earliest.
@@ -558,6 +558,7 @@ __device__ void decode_cta(const KvMaps& maps, const DecodeParams& p) {
         loads1 += pc.has1;
       }
     }
+    FMLA_TRACE_CTA(2);
     store_chunk<kBF16>(p, c, o, rs, sm.rowsum, wg, lane, row_lo, hk, kBarRowSum);
     named_barrier_sync_id(kBarConsumers, kThreads);      // Q and row sums are reused by the next chunk
   }
