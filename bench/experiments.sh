@@ -25,8 +25,9 @@ for v in "${variants[@]}"; do
     python3 -m flashmla_rt compile --check 2>&1 | tail -9
     k=${TESTS_K:-edge_lengths or forced_split or block_table_extra or unit_normal or corner_half_empty or fastpath or peaked}
     [ "$k" = all ] && k="not no_such_test"
+    echo "=== $name" >> "$OUT/pytest.txt"                   # one file for all: the device returns at most 8
     timeout "${TEST_TIMEOUT:-200}" python3 -m pytest ${TESTS:-tests/test_decode_gpu.py tests/test_fastpath.py} -q -x \
-        -rs -p no:cacheprovider -k "$k" 2>&1 | tee "$OUT/pytest_$name.txt" | tail -4
+        -rs -p no:cacheprovider -k "$k" 2>&1 | tee -a "$OUT/pytest.txt" | tail -4
     peer=--no-peer; [ $first = 1 ] && [ "${PEER:-1}" = 1 ] && peer=
     python3 -m flashmla_rt bench --rows "${ROWS:-0,1,12,13,16,20,22,24,25}" $peer --iters "${ITERS:-30}" \
         --out /tmp/bench_$name 2>&1 | grep -E "^ +[0-9]+ b|peer|FlashMLA" | tail -24
