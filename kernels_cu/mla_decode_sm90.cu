@@ -135,10 +135,13 @@ constexpr int kConsumerRegs = 240, kProducerRegs = 24;
 // Wall clock (%globaltimer, ns): fmla_trace_ns[pair] at WG0's start of each traced pair (with its clock64, the SM
 // clock rate), and fmla_trace_cta[3 * cta + k] for every CTA (linear id < 4096): k = 0 its start, 1 its end, 2 its
 // last chunk's pairs done (the epilogue's start): CTA durations against the pairs' share, and the kernel's tail.
+// fmla_trace_chunk[4 * k + e] (ns), CTA (0, 0, 0)'s chunk k < 16: e = 0 its Q issued, 1 Q landed (both warpgroups),
+// 2 its pairs done, 3 its epilogue done: what a chunk boundary costs, part by part.
 #ifdef FMLA_TRACE
 extern "C" __device__ unsigned long long fmla_trace[3 * 8 * 64];
 extern "C" __device__ unsigned long long fmla_trace_ns[64];
 extern "C" __device__ unsigned long long fmla_trace_cta[3 * 4096];
+extern "C" __device__ unsigned long long fmla_trace_chunk[4 * 16];
 __device__ __forceinline__ unsigned long long globaltimer_ns() {
   unsigned long long t;
   asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
@@ -160,7 +163,13 @@ __device__ __forceinline__ unsigned long long globaltimer_ns() {
     const unsigned cta = blockIdx.x + gridDim.x * (blockIdx.y + gridDim.y * blockIdx.z);                 \
     if (threadIdx.x == 0 && cta < 4096) fmla_trace_cta[3 * cta + (k)] = globaltimer_ns();                \
   } while (0)
+#define FMLA_TRACE_CHUNK(k, e)                                                                           \
+  do {                                                                                                   \
+    if (threadIdx.x == 0 && blockIdx.x == 0 && blockIdx.y == 0 && blockIdx.z == 0 && (k) < 16)           \
+      fmla_trace_chunk[4 * (k) + (e)] = globaltimer_ns();                                                \
+  } while (0)
 #else
+#define FMLA_TRACE_CHUNK(k, e) do {} while (0)
 #define FMLA_TRACE_AT(wg, ev, pair) do {} while (0)
 #define FMLA_TRACE_EVENT(wg, ev, pair) do {} while (0)
 #define FMLA_TRACE_CTA(k) do {} while (0)
@@ -539,9 +548,11 @@ __device__ void decode_cta(const KvMaps& maps, const DecodeParams& p) {
     if (n > 0) {
       load_q_tile_async(p, sm.q, req, m_block, hk, load_row, load_sub);   // the producer is already loading KV
       cp_async_commit();
+      FMLA_TRACE_CHUNK(req - begin_req, 0);
       cp_async_wait<0>();
       fence_proxy_async_smem();
       named_barrier_sync_id(kBarConsumers, kThreads);
+      FMLA_TRACE_CHUNK(req - begin_req, 1);
       for (int i = 0; i < n; i += 2) {
         PairCtx pc;
         pc.blk0 = c.first + i;
@@ -559,8 +570,10 @@ __device__ void decode_cta(const KvMaps& maps, const DecodeParams& p) {
       }
     }
     FMLA_TRACE_CTA(2);
+    FMLA_TRACE_CHUNK(req - begin_req, 2);
     store_chunk<kBF16>(p, c, o, rs, sm.rowsum, wg, lane, row_lo, hk, kBarRowSum);
     named_barrier_sync_id(kBarConsumers, kThreads);      // Q and row sums are reused by the next chunk
+    FMLA_TRACE_CHUNK(req - begin_req, 3);
   }
   FMLA_TRACE_CTA(1);
 }
