@@ -53,9 +53,17 @@ def _launch_ex():
     return _driver_launch
 
 
-def _plain_launch(*args):
+def cupy_launch_kernel():
+    """cuLaunchKernel through CuPy's driver binding (imported on first use: it needs a CUDA driver)."""
     from cupy_backends.cuda.api import driver
-    return driver.launchKernel(*args)
+    return driver.launchKernel
+
+
+def _plain_launch(*args):
+    """A plain launch; the binding replaces this function at the first call, so later launches import nothing."""
+    global _plain_launch
+    _plain_launch = cupy_launch_kernel()
+    return _plain_launch(*args)
 
 
 def launch_error(status: int, what: str) -> RuntimeError:
@@ -91,8 +99,8 @@ class DependentLaunch:
         return cfg
 
     def launch(self, stream_ptr: int, kernel_params: int) -> None:
-        launch_ex = _driver_launch if _driver_launch is not None else _launch_ex()
-        if launch_ex is False or not self._programmatic:
+        launch_ex = (_driver_launch if _driver_launch is not None else _launch_ex()) if self._programmatic else False
+        if launch_ex is False:
             _plain_launch(self._function, *self._grid, *self._block, self._smem, stream_ptr, kernel_params, 0)
             return
         status = launch_ex(ctypes.addressof(self._config(stream_ptr)), self._function, kernel_params, None)

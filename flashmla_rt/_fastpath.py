@@ -21,11 +21,10 @@ _plans: dict = {}
 
 
 def _launch_kernel(*args):
-    """cuLaunchKernel through CuPy's driver binding, imported on first use (needs a CUDA driver); the binding
-    then replaces this function, so later launches call it directly."""
+    """The decode's cuLaunchKernel; the binding replaces this function at the first call, so later launches
+    call it directly."""
     global _launch_kernel
-    from cupy_backends.cuda.api import driver
-    _launch_kernel = driver.launchKernel
+    _launch_kernel = _dependent_launch.cupy_launch_kernel()
     return _launch_kernel(*args)
 
 # The per-call pointers, in kernels.DECODE_PARAMS_FIELDS order.
