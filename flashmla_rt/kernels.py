@@ -84,7 +84,7 @@ def decode_variant(rows: int) -> DecodeVariant:
 
 COMBINE_THREADS = 256
 COMBINE_ROWS_PER_CTA = 8
-COMBINE_COLUMN_SPLITS = 4           # grid.z: each CTA merges one quarter of the 512 columns
+COMBINE_COLUMN_SPLITS = 4           # the wide combine's grid.z: each CTA merges one quarter of the 512 columns
 COMBINE_WIDE_MAX_ROWS = 1024        # up to this many (request, KV head, row) rows: the 8-warps-per-row combine
 
 
@@ -93,7 +93,7 @@ def combine_launch(b: int, h_kv: int, rows: int) -> tuple:
     row whose 8 warps share the splits; otherwise one warp per row."""
     if b * h_kv * rows <= COMBINE_WIDE_MAX_ROWS:
         return True, (b, h_kv * rows, COMBINE_COLUMN_SPLITS)
-    return False, (b, -(-(h_kv * rows) // COMBINE_ROWS_PER_CTA), COMBINE_COLUMN_SPLITS)
+    return False, (b, -(-(h_kv * rows) // COMBINE_ROWS_PER_CTA), 1)
 
 _SUFFIX = {"bfloat16": "bf16", "float16": "fp16"}
 

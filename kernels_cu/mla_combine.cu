@@ -1,10 +1,11 @@
 // Merge split-KV partials: for each (request, KV head, packed row) with more than one split,
 //   lse = log2 sum_k 2^lse_k,  O = sum_k 2^(lse_k - lse) O_k   (partials are already normalised).
-// Many rows (mla_combine_*): one warp per (row, quarter of the 512 columns), grid (b, rows / 8, 4), a lane owns one
-// float4. Few rows (mla_combine_wide_*, kernels.py picks it): that would leave most SMs idle, so one CTA per (row,
-// quarter) and its 8 warps share the splits. The merge is latency-bound, so loads are issued in batches: with up
-// to 32 splits the LSEs and the first 8 partials go out together (a row with <= 8 splits costs one round trip),
-// and each later step issues 8 splits' loads (predicated past the last split) before using any. Rows of unsplit
+// Many rows (mla_combine_*): one warp per row, grid (b, rows / 8, 1), a lane owns four float4s (one per quarter of
+// the 512 columns). Few rows (mla_combine_wide_*, kernels.py picks it): that would leave most SMs idle, so one CTA
+// per (row, quarter) and its 8 warps share the splits. The merge is latency-bound, so loads are issued in batches
+// of 8 float4s per lane: with up to 32 splits the LSEs and the first 2 (many rows) or 8 (few rows) splits'
+// partials go out together (a row with that many splits costs one round trip), and each later step issues the
+// next batch (predicated past the last split) before using any. Rows of unsplit
 // requests were written by the decode kernel and are skipped. All partials empty -> out 0, lse +inf (FlashMLA's
 // convention).
 #include "common/nvrtc_shim.cuh"
@@ -87,25 +88,53 @@ __device__ __forceinline__ float merged_lse2(const CombineRow& c, int lane) {
   return row_lse2(mx, sum);
 }
 
-// sum over splits k = k0, k0 + step, ... of 2^(lse_k - lse2) O_k at this lane's 4 columns `col`: each step of the
-// loop issues kCombineSplitsInFlight splits' loads (predicated past the last split) before using any.
-__device__ __forceinline__ float4 weighted_sum(const DecodeParams& p, const CombineRow& c, float lse2, int col,
-                                               int k0, int step) {
+// kQ float4s of one lane: columns col + kQuarterCols * q, q < kQ (kQ = 4: the whole row across the warp).
+constexpr int kQuarterCols = kHeadDimV / 4;
+template <int kQ>
+struct Lane4s {
+  float4 v[kQ];
+};
+
+template <int kQ>
+__device__ __forceinline__ Lane4s<kQ> load_lane(const float* src, bool real) {
+  Lane4s<kQ> x;
+#pragma unroll
+  for (int q = 0; q < kQ; ++q)
+    x.v[q] = real ? *reinterpret_cast<const float4*>(src + kQuarterCols * q) : make_float4(0.f, 0.f, 0.f, 0.f);
+  return x;
+}
+template <int kQ>
+__device__ __forceinline__ void accumulate(Lane4s<kQ>& acc, float w, const Lane4s<kQ>& v) {
+#pragma unroll
+  for (int q = 0; q < kQ; ++q) accumulate(acc.v[q], w, v.v[q]);
+}
+template <int kQ>
+__device__ __forceinline__ Lane4s<kQ> zero_lane() {
+  return load_lane<kQ>(nullptr, false);
+}
+
+// sum over splits k = k0, k0 + step, ... of 2^(lse_k - lse2) O_k at this lane's kQ float4s from `col`: each step
+// of the loop issues the loads of kCombineSplitsInFlight / kQ splits (predicated past the last split) before
+// using any.
+template <int kQ>
+__device__ __forceinline__ Lane4s<kQ> weighted_sum(const DecodeParams& p, const CombineRow& c, float lse2, int col,
+                                                   int k0, int step) {
+  constexpr int kF = kCombineSplitsInFlight / kQ;
   const int64_t split_step = c.stride * kHeadDimV;              // floats between one row's consecutive partials
   const float* src = partial0(p, c, col);
-  float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
-  for (int k = k0; k < c.n_splits; k += kCombineSplitsInFlight * step) {
-    float w[kCombineSplitsInFlight];
-    float4 v[kCombineSplitsInFlight];
+  Lane4s<kQ> acc = zero_lane<kQ>();
+  for (int k = k0; k < c.n_splits; k += kF * step) {
+    float w[kF];
+    Lane4s<kQ> v[kF];
 #pragma unroll
-    for (int j = 0; j < kCombineSplitsInFlight; ++j) {
+    for (int j = 0; j < kF; ++j) {
       const int kj = k + j * step;
       const bool real = kj < c.n_splits;                        // past the last split: weight 0, nothing read
       w[j] = real ? exp2f(c.lse_k[kj * c.stride] - lse2) : 0.f;
-      v[j] = real ? *reinterpret_cast<const float4*>(src + kj * split_step) : make_float4(0.f, 0.f, 0.f, 0.f);
+      v[j] = load_lane<kQ>(src + kj * split_step, real);
     }
 #pragma unroll
-    for (int j = 0; j < kCombineSplitsInFlight; ++j) accumulate(acc, w[j], v[j]);
+    for (int j = 0; j < kF; ++j) accumulate(acc, w[j], v[j]);
   }
   return acc;
 }
@@ -120,35 +149,35 @@ __device__ __forceinline__ void store_row(const DecodeParams& p, const CombineRo
     p.lse[lse_index(p, c.req, c.s, c.head)] = lse_natural(lse2);
 }
 
-// Up to 32 splits (lane k holds split k's LSE): the LSEs and the first kCombineSplitsInFlight partials are loaded
-// together, since the partials do not depend on them, so a row with <= 8 splits costs one round trip to memory.
-__device__ __forceinline__ float4 merge_up_to_32(const DecodeParams& p, const CombineRow& c, int col, int lane,
-                                                 float& lse2) {
+// Up to 32 splits (lane k holds split k's LSE): the LSEs and the first kCombineSplitsInFlight / kQ splits'
+// partials are loaded together, since the partials do not depend on them, so a row with that many splits costs
+// one round trip to memory.
+template <int kQ>
+__device__ __forceinline__ Lane4s<kQ> merge_up_to_32(const DecodeParams& p, const CombineRow& c, int col, int lane,
+                                                     float& lse2) {
+  constexpr int kF = kCombineSplitsInFlight / kQ;
   const int64_t split_step = c.stride * kHeadDimV;
   const float* src = partial0(p, c, col);
   const float my_lse = lane < c.n_splits ? c.lse_k[lane * c.stride] : neg_inf();
-  float4 v[kCombineSplitsInFlight];
+  Lane4s<kQ> v[kF];
 #pragma unroll
-  for (int j = 0; j < kCombineSplitsInFlight; ++j)
-    v[j] = j < c.n_splits ? *reinterpret_cast<const float4*>(src + j * split_step) : make_float4(0.f, 0.f, 0.f, 0.f);
+  for (int j = 0; j < kF; ++j) v[j] = load_lane<kQ>(src + j * split_step, j < c.n_splits);
   float mx = my_lse;
   mx = warp_max(mx);
   float sum = (mx != neg_inf()) ? exp2f(my_lse - mx) : 0.f;  // exp2(-inf) = 0 for lanes past the last split
   sum = warp_sum(sum);
   lse2 = row_lse2(mx, sum);
-  float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
+  Lane4s<kQ> acc = zero_lane<kQ>();
   if (lse2 == neg_inf()) return acc;                            // every partial is empty
 #pragma unroll
-  for (int j = 0; j < kCombineSplitsInFlight; ++j)              // weight 0 past the last split: v[j] unused
+  for (int j = 0; j < kF; ++j)                                  // weight 0 past the last split: v[j] unused
     accumulate(acc, exp2f(__shfl_sync(0xffffffffu, my_lse, j) - lse2), v[j]);
-  for (int k = kCombineSplitsInFlight; k < c.n_splits; k += kCombineSplitsInFlight) {
-    float4 u[kCombineSplitsInFlight];
+  for (int k = kF; k < c.n_splits; k += kF) {
+    Lane4s<kQ> u[kF];
 #pragma unroll
-    for (int j = 0; j < kCombineSplitsInFlight; ++j)
-      u[j] = k + j < c.n_splits ? *reinterpret_cast<const float4*>(src + (k + j) * split_step)
-                                : make_float4(0.f, 0.f, 0.f, 0.f);
+    for (int j = 0; j < kF; ++j) u[j] = load_lane<kQ>(src + (k + j) * split_step, k + j < c.n_splits);
 #pragma unroll
-    for (int j = 0; j < kCombineSplitsInFlight; ++j)
+    for (int j = 0; j < kF; ++j)
       accumulate(acc, exp2f(__shfl_sync(0xffffffffu, my_lse, (k + j) & 31) - lse2) * (k + j < c.n_splits), u[j]);
   }
   return acc;
@@ -167,23 +196,25 @@ __device__ __forceinline__ bool combine_prologue(const DecodeParams& p) {
   return split;
 }
 
-// Many rows: one warp per (row, column quarter), all of its splits.
+// Many rows: one warp per row, all 512 columns (a lane owns 4 float4s, one per quarter) and all of its splits.
+// A warp per (row, quarter) made 4x the CTAs, and the merge ran in as many more waves of latency.
 template <bool kBF16>
 __device__ void combine_rows(const DecodeParams& p) {
   const int flat = blockIdx.y * kCombineRowsPerCta + threadIdx.x / 32, lane = threadIdx.x & 31;
   if (flat >= p.h_kv * p.rows) return;
   const CombineRow c = combine_row_of(p, blockIdx.x, flat);
   if (c.n_splits <= 1) return;
-  const int col = (kHeadDimV / kCombineColumnSplits) * blockIdx.z + 4 * lane;
+  const int col = 4 * lane;
   float lse2;
-  float4 acc;
+  Lane4s<4> acc;
   if (c.n_splits <= 32) {
-    acc = merge_up_to_32(p, c, col, lane, lse2);
+    acc = merge_up_to_32<4>(p, c, col, lane, lse2);
   } else {
     lse2 = merged_lse2(c, lane);
-    acc = lse2 == neg_inf() ? make_float4(0.f, 0.f, 0.f, 0.f) : weighted_sum(p, c, lse2, col, 0, 1);
+    acc = lse2 == neg_inf() ? zero_lane<4>() : weighted_sum<4>(p, c, lse2, col, 0, 1);
   }
-  store_row<kBF16>(p, c, lse2, acc, col, lane == 0 && blockIdx.z == 0);
+#pragma unroll
+  for (int q = 0; q < 4; ++q) store_row<kBF16>(p, c, lse2, acc.v[q], col + kQuarterCols * q, lane == 0 && q == 0);
 }
 
 // Few rows, many splits (b = 1 or 4, long): one CTA per (row, column quarter); warp w takes splits w, w + 8, ...
@@ -197,7 +228,7 @@ __device__ void combine_wide(const DecodeParams& p) {
   const float lse2 = merged_lse2(c, lane);
   const int col = (kHeadDimV / kCombineColumnSplits) * blockIdx.z + 4 * lane;
   partial[warp][lane] = lse2 == neg_inf() ? make_float4(0.f, 0.f, 0.f, 0.f)
-                                          : weighted_sum(p, c, lse2, col, warp, kCombineThreads / 32);
+                                          : weighted_sum<1>(p, c, lse2, col, warp, kCombineThreads / 32).v[0];
   __syncthreads();
   if (warp != 0) return;
   float4 acc = partial[0][lane];
@@ -211,13 +242,13 @@ __device__ void combine_wide(const DecodeParams& p) {
 
 }  // namespace fmla
 
-// Many rows: grid (b, ceil(h_kv * rows / 8), 4 column quarters), 256 threads = 8 rows; 4 CTAs per SM (the merge
-// is latency-bound, so keep the warps).
-extern "C" __global__ void __launch_bounds__(fmla::kCombineThreads, 4)
+// Many rows: grid (b, ceil(h_kv * rows / 8), 1), 256 threads = 8 rows; 3 CTAs per SM (72 registers: a lane holds
+// two splits' 8 float4s; at 64 it spilled).
+extern "C" __global__ void __launch_bounds__(fmla::kCombineThreads, 3)
     mla_combine_bf16(const __grid_constant__ fmla::DecodeParams p) {
   if (fmla::combine_prologue(p)) fmla::combine_rows<true>(p);
 }
-extern "C" __global__ void __launch_bounds__(fmla::kCombineThreads, 4)
+extern "C" __global__ void __launch_bounds__(fmla::kCombineThreads, 3)
     mla_combine_fp16(const __grid_constant__ fmla::DecodeParams p) {
   if (fmla::combine_prologue(p)) fmla::combine_rows<false>(p);
 }

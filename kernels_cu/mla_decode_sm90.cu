@@ -571,7 +571,7 @@ __device__ void decode_cta(const KvMaps& maps, const DecodeParams& p) {
     }
     FMLA_TRACE_CTA(2);
     FMLA_TRACE_CHUNK(req - begin_req, 2);
-    store_chunk<kBF16>(p, c, o, rs, sm.rowsum, wg, lane, row_lo, hk, kBarRowSum);
+    store_chunk<kBF16>(p, c, o, rs, sm.rowsum, wg, lane, row_lo, hk, kBarRowSum, sm.q, t_in_wg, kBarWG0 + wg);
     named_barrier_sync_id(kBarConsumers, kThreads);      // Q and row sums are reused by the next chunk
     FMLA_TRACE_CHUNK(req - begin_req, 3);
   }

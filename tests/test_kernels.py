@@ -64,7 +64,7 @@ def test_row_walking_maps_address_the_cache(monkeypatch, maps_fn, page, h_kv, he
 @pytest.mark.parametrize("b, h_kv, rows, wide", [(1, 1, 128, True), (4, 1, 16, True), (1, 2, 512, True),
                                                  (128, 1, 16, False), (64, 1, 17, False), (2, 1, 513, False)])
 def test_combine_launch(b, h_kv, rows, wide):
-    """The wide combine covers every row with one CTA per column quarter; the other packs 8 rows per CTA."""
+    """The wide combine covers every row with one CTA per column quarter; the other packs 8 whole rows per CTA."""
     got_wide, grid = kernels.combine_launch(b, h_kv, rows)
-    assert got_wide == wide and grid[0] == b and grid[2] == kernels.COMBINE_COLUMN_SPLITS
+    assert got_wide == wide and grid[0] == b and grid[2] == (kernels.COMBINE_COLUMN_SPLITS if wide else 1)
     assert grid[1] == (h_kv * rows if wide else -(-(h_kv * rows) // kernels.COMBINE_ROWS_PER_CTA))

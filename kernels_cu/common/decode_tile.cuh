@@ -126,13 +126,46 @@ __device__ __forceinline__ void init_rows(RowState (&rs)[2], const DecodeParams&
   }
 }
 
+// The 16-bit out rows of a chunk through shared memory. WG `wg` writes its 64 x 256 half of O / sum into `stage`
+// (the Q region: dead once the chunk's last Q·Kᵀ has completed, in both warpgroups), 512 B per row with the 16-B
+// chunks XOR-swizzled by row (the fragment's stores hit 8 rows at once; unswizzled, all 8 share banks), then each
+// warp stores whole row halves: 512 contiguous bytes of out per instruction, 16 B a lane. Stored straight from the
+// fragment, each instruction wrote 4 B a lane to 8 rows (16 of each 32-B sector). Rows >= rows are padding.
+template <bool kBF16>
+__device__ __forceinline__ void store_out_rows(const DecodeParams& p, const Chunk& c, const float (&o)[128],
+                                               const float (&inv)[2], int base_row, uint32_t stage, int wg,
+                                               int t_in_wg, int row_lo, int hk, int wg_barrier) {
+  const uint32_t half = stage + wg * (kBlockM * 512);
+  const int lane = t_in_wg & 31;
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const int r = row_lo + 8 * h;
+#pragma unroll
+    for (int j = 0; j < 32; ++j)
+      st_shared_s32(half + r * 512 + ((j ^ (r & 7)) << 4) + 4 * (lane & 3),
+                    (int)pack2<kBF16>(o[4 * j + 2 * h] * inv[h], o[4 * j + 2 * h + 1] * inv[h]));
+  }
+  named_barrier_sync_id(wg_barrier, 128);
+  const int rows = (int)p.rows, ngroups = (int)p.ngroups;
+  for (int r = t_in_wg / 32; r < kBlockM; r += 4) {
+    const int pr = base_row + r;
+    if (pr >= rows) break;                                     // padding rows come last
+    const int s = pr / ngroups, head = hk * ngroups + pr % ngroups;
+    const uint4 v = ld_shared_v4(half + r * 512 + ((lane ^ (r & 7)) << 4));
+    uint8_t* dst = static_cast<uint8_t*>(p.out) + 2 * out_row_offset(p, c.req, s, head) + 512 * wg + 16 * lane;
+    *reinterpret_cast<uint4*>(dst) = v;
+  }
+}
+
 // Epilogue of a chunk. WG `wg` holds O[:, 256wg : 256wg+256] of its two rows and a partial row sum; both WGs
 // hold the same running max. Sums are combined through s_rowsum [2][64], then O / sum is stored (16-bit to
 // `out`, or fp32 to the split workspace) with the LSE (natural log; +inf / -inf for rows with no key).
+// The 16-bit rows go through shared memory (store_out_rows: `stage`, and `wg_barrier` for this warpgroup alone).
 template <bool kBF16>
 __device__ __forceinline__ void store_chunk(const DecodeParams& p, const Chunk& c, const float (&o)[128],
                                             RowState (&rs)[2], float* s_rowsum, int wg, int lane, int row_lo,
-                                            int hk, int rowsum_barrier) {
+                                            int hk, int rowsum_barrier, uint32_t stage, int t_in_wg,
+                                            int wg_barrier) {
 #pragma unroll
   for (int h = 0; h < 2; ++h) rs[h].sum = quad_sum(rs[h].sum);
   if ((lane & 3) == 0) {
@@ -148,29 +181,29 @@ __device__ __forceinline__ void store_chunk(const DecodeParams& p, const Chunk& 
     lse2[h] = row_lse2(rs[h].max2, total);
   }
   const int rows = (int)p.rows, ngroups = (int)p.ngroups;
+  if (!c.is_split) {
+    store_out_rows<kBF16>(p, c, o, inv, rs[0].packed_row - row_lo, stage, wg, t_in_wg, row_lo, hk, wg_barrier);
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int r = rs[h].packed_row;
+      if (r >= rows || wg != 0 || (lane & 3) != 0) continue;
+      const int s = r / ngroups, head = hk * ngroups + r % ngroups;
+      // lse_natural(lse2[h]), written out: the call reorders two parameter loads in the measured PTX
+      p.lse[lse_index(p, c.req, s, head)] = (lse2[h] == neg_inf()) ? pos_inf() : lse2[h] * 0.69314718056f;
+    }
+    return;
+  }
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
     const int r = rs[h].packed_row;
     if (r >= rows) continue;
-    const int s = r / ngroups, head = hk * ngroups + r % ngroups;
     const int col0 = 256 * wg + 2 * (lane & 3);
-    if (!c.is_split) {
-      uint32_t* dst = reinterpret_cast<uint32_t*>(static_cast<uint8_t*>(p.out) +
-                                                  2 * out_row_offset(p, c.req, s, head));
+    const int64_t acc_row = accum_row(p, c, hk, rows, r);
+    float2* dst = reinterpret_cast<float2*>(p.o_accum + acc_row * kHeadDimV);
 #pragma unroll
-      for (int j = 0; j < 32; ++j)
-        dst[(col0 + 8 * j) / 2] = pack2<kBF16>(o[4 * j + 2 * h] * inv[h], o[4 * j + 2 * h + 1] * inv[h]);
-      if (wg == 0 && (lane & 3) == 0)
-        // lse_natural(lse2[h]), written out: the call reorders two parameter loads in the measured PTX
-        p.lse[lse_index(p, c.req, s, head)] = (lse2[h] == neg_inf()) ? pos_inf() : lse2[h] * 0.69314718056f;
-    } else {
-      const int64_t acc_row = accum_row(p, c, hk, rows, r);
-      float2* dst = reinterpret_cast<float2*>(p.o_accum + acc_row * kHeadDimV);
-#pragma unroll
-      for (int j = 0; j < 32; ++j)
-        dst[(col0 + 8 * j) / 2] = make_float2(o[4 * j + 2 * h] * inv[h], o[4 * j + 2 * h + 1] * inv[h]);
-      if (wg == 0 && (lane & 3) == 0) p.lse_accum[acc_row] = lse2[h];
-    }
+    for (int j = 0; j < 32; ++j)
+      dst[(col0 + 8 * j) / 2] = make_float2(o[4 * j + 2 * h] * inv[h], o[4 * j + 2 * h + 1] * inv[h]);
+    if (wg == 0 && (lane & 3) == 0) p.lse_accum[acc_row] = lse2[h];
   }
 }
 
