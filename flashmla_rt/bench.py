@@ -492,11 +492,17 @@ def _driver_version():
 
 
 def _git_head():
-    """Commit of the checkout the package runs from (which kernel version a result belongs to), or None."""
+    """Commit of the checkout the package runs from (which kernel version a result belongs to), or None.
+    "+dirty" when tracked files differ from it: then the commit alone does not name the code that ran."""
     try:
         root = Path(__file__).resolve().parent.parent
-        return subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True,
-                              text=True, timeout=5).stdout.strip() or None
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, timeout=5).stdout.strip()
+        if not head:
+            return None
+        dirty = subprocess.run(["git", "-C", str(root), "diff", "--quiet", "HEAD", "--", "flashmla_rt", "kernels_cu"],
+                               capture_output=True, timeout=10).returncode == 1
+        return head + ("+dirty" if dirty else "")
     except Exception:  # noqa: BLE001
         return None
 
