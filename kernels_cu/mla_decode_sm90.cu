@@ -128,6 +128,12 @@ enum : int { kBarScale0 = 1, kBarScale1 = 2, kBarP0Ready = 3, kBarP1Ready = 4, k
 // its warp 0 loads stage 0, its warp 1 stage 1 (24 registers: 2 x 128 x 240 + 128 x 24 <= 64 K).
 constexpr int kThreadsWithProducer = kThreads + 128;
 constexpr int kConsumerRegs = 240, kProducerRegs = 24;
+// setmaxnreg moves registers only within what the CTA was launched with: ptxas gives each of the 384 threads
+// 65,536 / 384 rounded down to 8 = 168. If the consumers' increase needs more than the producer released,
+// setmaxnreg.inc waits forever (a producer at 32 hung every launch, call 42).
+constexpr int kLaunchRegs = (65536 / kThreadsWithProducer) & ~7;
+static_assert(2 * 128 * kConsumerRegs + 128 * kProducerRegs <= kThreadsWithProducer * kLaunchRegs,
+              "setmaxnreg: the consumers would wait forever for registers the producer never frees");
 
 // Timeline probe (build with -DFMLA_TRACE=1 via FLASHMLA_RT_NVRTC_OPTIONS; bench/trace_decode.py reads it):
 // clock64 of event `ev` of warpgroup `wg` in pair `pair` of CTA (0, 0, 0), first 64 pairs. Warpgroup 2 is the
