@@ -174,6 +174,18 @@ def test_compile_error_carries_the_log(kdir, cache):
     assert not list(cache.glob("broken-*")), "a failed compile must leave no cache entry"
 
 
+def test_setmaxnreg_budget_is_checked_at_compile_time(kdir, cache):
+    """setmaxnreg moves registers only within the CTA's launch allocation: a producer keeping more than the
+    consumers' increase leaves makes setmaxnreg.inc wait forever (a producer at 32 hung every launch, call 42).
+    The seesaw source refuses to compile such a split."""
+    src = kdir / kernels.DECODE_SOURCE
+    text = src.read_text()
+    assert "kConsumerRegs = 240, kProducerRegs = 24;" in text
+    src.write_text(text.replace("kProducerRegs = 24;", "kProducerRegs = 32;"))
+    with pytest.raises(compiler.CompileError, match="setmaxnreg"):
+        compiler.compile_source(kernels.DECODE_SOURCE, quiet=True)
+
+
 # ---- the cubin cache ---------------------------------------------------------------------------------------
 
 
