@@ -92,9 +92,8 @@ class LaunchPlan:
         self.combine_grid = tuple(combine_grid) + (1,) * (3 - len(combine_grid))
         # cuLaunchKernel's arguments up to the stream: function, grid, block, dynamic shared memory.
         self._decode_head = (self.decode_fn.ptr, *self.decode_grid, variant.threads, 1, 1, variant.smem_bytes)
-        self._combine = _dependent_launch.DependentLaunch(self.combine_fn.ptr, self.combine_grid,
-                                                          (kernels.COMBINE_THREADS,), 0, "combine",
-                                                          programmatic=not combine_wide)
+        self._combine = _dependent_launch.launcher(self.combine_fn.ptr, self.combine_grid,
+                                                   (kernels.COMBINE_THREADS,), 0, "combine", not combine_wide)
         self.k_shape, self.k_strides = k_shape, k_strides
         # cache pointer -> (maps, their addresses): one entry per layer's cache when every layer has its own
         # k_cache of the same signature (a serving loop calls them in turn).
