@@ -126,16 +126,16 @@ __device__ __forceinline__ void init_rows(RowState (&rs)[2], const DecodeParams&
   }
 }
 
-// The 16-bit out rows of a chunk through shared memory. WG `wg` writes its 64 x 256 half of O / sum into `stage`
+// The 16-bit out rows of a chunk through shared memory. WG `wg` writes its 64 x 256 half of O / sum into `staging`
 // (the Q region: dead once the chunk's last Q·Kᵀ has completed, in both warpgroups), 512 B per row with the 16-B
 // chunks XOR-swizzled by row (the fragment's stores hit 8 rows at once; unswizzled, all 8 share banks), then each
 // warp stores whole row halves: 512 contiguous bytes of out per instruction, 16 B a lane. Stored straight from the
 // fragment, each instruction wrote 4 B a lane to 8 rows (16 of each 32-B sector). Rows >= rows are padding.
 template <bool kBF16>
 __device__ __forceinline__ void store_out_rows(const DecodeParams& p, const Chunk& c, const float (&o)[128],
-                                               const float (&inv)[2], int base_row, uint32_t stage, int wg,
+                                               const float (&inv)[2], int base_row, uint32_t staging, int wg,
                                                int t_in_wg, int row_lo, int hk, int wg_barrier) {
-  const uint32_t half = stage + wg * (kBlockM * 512);
+  const uint32_t half = staging + wg * (kBlockM * 512);
   const int lane = t_in_wg & 31;
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
@@ -160,11 +160,11 @@ __device__ __forceinline__ void store_out_rows(const DecodeParams& p, const Chun
 // Epilogue of a chunk. WG `wg` holds O[:, 256wg : 256wg+256] of its two rows and a partial row sum; both WGs
 // hold the same running max. Sums are combined through s_rowsum [2][64], then O / sum is stored (16-bit to
 // `out`, or fp32 to the split workspace) with the LSE (natural log; +inf / -inf for rows with no key).
-// The 16-bit rows go through shared memory (store_out_rows: `stage`, and `wg_barrier` for this warpgroup alone).
+// The 16-bit rows go through shared memory (store_out_rows: `staging`, and `wg_barrier` for this warpgroup alone).
 template <bool kBF16>
 __device__ __forceinline__ void store_chunk(const DecodeParams& p, const Chunk& c, const float (&o)[128],
                                             RowState (&rs)[2], float* s_rowsum, int wg, int lane, int row_lo,
-                                            int hk, int rowsum_barrier, uint32_t stage, int t_in_wg,
+                                            int hk, int rowsum_barrier, uint32_t staging, int t_in_wg,
                                             int wg_barrier) {
 #pragma unroll
   for (int h = 0; h < 2; ++h) rs[h].sum = quad_sum(rs[h].sum);
@@ -182,7 +182,7 @@ __device__ __forceinline__ void store_chunk(const DecodeParams& p, const Chunk& 
   }
   const int rows = (int)p.rows, ngroups = (int)p.ngroups;
   if (!c.is_split) {
-    store_out_rows<kBF16>(p, c, o, inv, rs[0].packed_row - row_lo, stage, wg, t_in_wg, row_lo, hk, wg_barrier);
+    store_out_rows<kBF16>(p, c, o, inv, rs[0].packed_row - row_lo, staging, wg, t_in_wg, row_lo, hk, wg_barrier);
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
       const int r = rs[h].packed_row;
