@@ -215,11 +215,42 @@ __device__ __forceinline__ void pv_block(float (&o)[kVTiles][N / 2], uint32_t st
   for (int mt = 0; mt < kVTiles; ++mt) fence_accumulators(o[mt]);
 }
 
-// Chunk epilogue: reduce the partial sums over the warpgroup, then O / sum (16-bit to `out`, or fp32 to the
-// split workspace) and the LSE (natural log; +inf for a row with no key), straight from the fragments.
+// The 16-bit out rows of a chunk through shared memory (the Q region: dead once the chunk's last Q·Kᵀ is done).
+// A fragment value is one dim of one query row, and stored straight to `out` each instruction wrote 2 B a lane,
+// 16 B into each of 4 rows. Staged as [query row][512 dims] (1 KB a row, 16-B chunk j at j ^ (row & 7): the 4 rows
+// of one instruction then hit 4 different bank groups), the rows go out 16 B a lane, 512 contiguous bytes a warp.
+template <int N, bool kBF16>
+__device__ __forceinline__ void store_out_rows(const DecodeParams& p, const Chunk& c,
+                                               const float (&o)[kVTiles][N / 2], const float (&inv)[N / 4], int hk,
+                                               int dim0, int lane, uint32_t sQ, int tid) {
+  const int rows = min((int)p.rows, N), ngroups = (int)p.ngroups;
+#pragma unroll
+  for (int i = 0; i < N / 2; ++i) {
+    const int ci = 2 * (i >> 2) + (i & 1), col = column_of(ci, lane), dim = dim0 + 8 * ((i >> 1) & 1);
+#pragma unroll
+    for (int mt = 0; mt < kVTiles; ++mt) {
+      const int d = 64 * mt + dim;                           // d / 8 is the 16-B chunk, d % 8 = lane / 4
+      const uint32_t addr = sQ + col * 1024 + ((((d >> 3) ^ (col & 7))) << 4) + 2 * (d & 7);
+      const uint32_t bits = pack2<kBF16>(o[mt][i] * inv[ci], 0.f) & 0xffffu;
+      asm volatile("st.shared.b16 [%0], %1;\n" ::"r"(addr), "h"((unsigned short)bits) : "memory");
+    }
+  }
+  consumer_sync(kBarSum);                                    // every warp's dims of every row are staged
+  for (int idx = tid; idx < rows * 64; idx += kConsumerThreads) {
+    const int col = idx >> 6, j = idx & 63;
+    const uint4 v = ld_shared_v4(sQ + col * 1024 + ((j ^ (col & 7)) << 4));
+    const int s = col / ngroups, head = hk * ngroups + col % ngroups;
+    *reinterpret_cast<uint4*>(static_cast<uint8_t*>(p.out) + 2 * out_row_offset(p, c.req, s, head) + 16 * j) = v;
+  }
+}
+
+// Chunk epilogue: reduce the partial sums over the warpgroup, then O / sum and the LSE (natural log; +inf for a
+// row with no key): 16-bit to `out` through shared memory (store_out_rows), or fp32 to the split workspace
+// straight from the fragments (8 lanes write a whole 32-B sector there).
 template <int N, bool kBF16>
 __device__ __forceinline__ void store_chunk(const DecodeParams& p, const Chunk& c, const float (&o)[kVTiles][N / 2],
-                                            Columns<N>& cs, float* red, int hk, int warp, int lane) {
+                                            Columns<N>& cs, float* red, int hk, int warp, int lane, uint32_t sQ,
+                                            int tid) {
   float inv[N / 4];
 #pragma unroll
   for (int ci = 0; ci < N / 4; ++ci) {
@@ -244,21 +275,17 @@ __device__ __forceinline__ void store_chunk(const DecodeParams& p, const Chunk& 
     }
   }
   const int dim0 = 16 * warp + lane / 4;
+  if (!c.is_split) {
+    store_out_rows<N, kBF16>(p, c, o, inv, hk, dim0, lane, sQ, tid);
+    return;
+  }
 #pragma unroll
   for (int i = 0; i < N / 2; ++i) {
     const int ci = 2 * (i >> 2) + (i & 1), col = column_of(ci, lane), dim_hi = 8 * ((i >> 1) & 1);
     if (col >= rows) continue;
-    const int s = col / ngroups, head = hk * ngroups + col % ngroups;
-    if (!c.is_split) {
-      unsigned short* dst = static_cast<unsigned short*>(p.out) + out_row_offset(p, c.req, s, head);
+    float* dst = p.o_accum + accum_row(p, c, hk, rows, col) * kHeadDimV;   // 8 lanes: one whole 32-B sector
 #pragma unroll
-      for (int mt = 0; mt < kVTiles; ++mt)
-        dst[64 * mt + dim0 + dim_hi] = (unsigned short)(pack2<kBF16>(o[mt][i] * inv[ci], 0.f) & 0xffffu);
-    } else {
-      float* dst = p.o_accum + accum_row(p, c, hk, rows, col) * kHeadDimV;
-#pragma unroll
-      for (int mt = 0; mt < kVTiles; ++mt) dst[64 * mt + dim0 + dim_hi] = o[mt][i] * inv[ci];
-    }
+    for (int mt = 0; mt < kVTiles; ++mt) dst[64 * mt + dim0 + dim_hi] = o[mt][i] * inv[ci];
   }
 }
 
@@ -312,7 +339,7 @@ __device__ void consume(const DecodeParams& p, const int* meta, int hk, uint32_t
         if (lane == 0) mbarrier_arrive(empty0 + 8 * s); // this warp is done with the stage
       }
     }
-    store_chunk<N, kBF16>(p, c, o, cs, red, hk, warp, lane);
+    store_chunk<N, kBF16>(p, c, o, cs, red, hk, warp, lane, sQ, tid);
     consumer_sync(kBarChunk);                            // Q and the reduction buffer are reused next chunk
   }
 }
