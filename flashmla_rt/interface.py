@@ -132,7 +132,7 @@ def _launch_decode(qt: Tensor, kt: Tensor, bt: Tensor, st: Tensor, mt: Tensor, n
     if _should_check_seqlens(check_seqlens, stream):
         _checks.check_block_table_covers(bt, page, _max_seqlen(st.obj, st))
 
-    variant = kernels.decode_variant(rows, ngroups, causal)
+    variant = kernels.decode_variant(rows)
     m_blocks = -(-rows // schedule.BLOCK_M)
     decode_grid = (m_blocks, h_kv, parts)
     combine_wide, combine_grid = kernels.combine_launch(b, h_kv, rows)

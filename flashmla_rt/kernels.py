@@ -67,32 +67,19 @@ class DecodeVariant(NamedTuple):
 
 
 SEESAW = DecodeVariant("seesaw", DECODE_SOURCE, "mla_decode", DECODE_THREADS, DECODE_SMEM_BYTES, kv_region_maps)
-# The seesaw in clusters of 2 CTAs (m-blocks 2i and 2i + 1): each loads one stage's blocks into both.
-SEESAW_PAIR = DecodeVariant("seesaw_pair", DECODE_SOURCE, "mla_decode_pair", DECODE_THREADS, DECODE_SMEM_BYTES,
-                            kv_region_maps)
 NARROW16 = DecodeVariant("narrow16", NARROW_SOURCE, "mla_decode_narrow16", NARROW_THREADS, narrow_smem_bytes(16),
                          kv_block_map)
 NARROW32 = DecodeVariant("narrow32", NARROW_SOURCE, "mla_decode_narrow32", NARROW_THREADS, narrow_smem_bytes(32),
                          kv_block_map)
-DECODE_VARIANTS = {v.name: v for v in (SEESAW, SEESAW_PAIR, NARROW16, NARROW32)}
+DECODE_VARIANTS = {v.name: v for v in (SEESAW, NARROW16, NARROW32)}
 
 
-def m_block_pairs_share_keys(rows: int, ngroups: int, causal: bool) -> bool:
-    """Whether m-blocks 2i and 2i + 1 can run as one cluster: there is an even number of them, and both see the same
-    keys (no causal mask, or each 128-row pair lies within one query token: packed row = token * ngroups + head)."""
-    m_blocks = -(-rows // 64)
-    return m_blocks % 2 == 0 and (not causal or ngroups % 128 == 0)
-
-
-def decode_variant(rows: int, ngroups: int = 0, causal: bool = False) -> DecodeVariant:
-    """The kernel for `rows` query rows per KV head (ngroups query heads per KV head): narrow (wgmma N = 16 or 32)
-    up to 32 rows, else the seesaw, as clusters of two m-blocks where m_block_pairs_share_keys allows it.
-    FLASHMLA_RT_DECODE_KERNEL=seesaw forces the single-CTA seesaw (benchmarks and tests compare the kernels)."""
-    if os.environ.get("FLASHMLA_RT_DECODE_KERNEL") == "seesaw":
+def decode_variant(rows: int) -> DecodeVariant:
+    """The kernel for `rows` query rows per KV head: narrow (wgmma N = 16 or 32) up to 32 rows, else seesaw.
+    FLASHMLA_RT_DECODE_KERNEL=seesaw forces the seesaw kernel (benchmarks and tests compare the two)."""
+    if os.environ.get("FLASHMLA_RT_DECODE_KERNEL") == "seesaw" or rows > 32:
         return SEESAW
-    if rows <= 32:
-        return NARROW16 if rows <= 16 else NARROW32
-    return SEESAW_PAIR if ngroups and m_block_pairs_share_keys(rows, ngroups, causal) else SEESAW
+    return NARROW16 if rows <= 16 else NARROW32
 
 
 COMBINE_THREADS = 256

@@ -22,16 +22,8 @@
 // by region, early-refilled regions first. Once no row's max moves, the O rescale is skipped.
 // Rows of the sequence's last page past its end are loaded by TMA (they may hold NaN) and are zeroed in V before
 // P·V; pages past the end and invalid block ids get an out-of-range coordinate (TMA zero fill).
-// Pair variant (mla_decode_pair_*, clusters of 2 along m-blocks): the two CTAs of a cluster decode the two m-blocks
-// of one schedule row, so they read the same KV blocks. CTA rank s loads stage s for both: its producer multicasts
-// each region into both CTAs, while the other CTA's producer of that stage only announces the region's bytes on
-// its own "full" barrier. The loading CTA refills a region once the consumers of both CTAs released it (its "empty"
-// barriers of that stage take 8 arrivals; the other CTA's, which only order its announcements, take its own 4), so
-// no arrival of a later phase can reach a barrier before its current phase completes. L2-to-SM traffic halves. Launched only where both m-blocks of a cluster have the same causal key limit
-// (kernels.decode_variant), so that their block ranges are the same.
 #include "common/nvrtc_shim.cuh"
 #include "common/ptx_async.cuh"
-#include "common/ptx_cluster.cuh"
 #include "common/ptx_grid.cuh"
 #include "common/ptx_tma.cuh"
 #include "common/ptx_wgmma.cuh"
@@ -112,9 +104,7 @@ __device__ __forceinline__ void fetch_box_page_ids(const DecodeParams& p, const 
 #endif
 
 // TMA loads of region g of 64-token block `blk` into a stage; one thread, after fetch_box_page_ids and
-// cp_async_wait. An id outside the cache becomes num_cache_blocks, which TMA zero-fills. kPair: multicast into both
-// CTAs of the cluster.
-template <bool kPair>
+// cp_async_wait. An id outside the cache becomes num_cache_blocks, which TMA zero-fills.
 __device__ __forceinline__ void issue_region(const KvMaps& maps, const DecodeParams& p, int hk, int blk,
                                              uint32_t ids, uint32_t stage, uint32_t bars, int g) {
   const BoxGeometry bg = box_geometry(p, blk);
@@ -124,13 +114,9 @@ __device__ __forceinline__ void issue_region(const KvMaps& maps, const DecodePar
 #pragma unroll 1
   for (int bx = 0; bx < boxes; ++bx) {
     const int v = ld_shared_at_use(ids + 4 * bx);
-    const uint32_t box_dst = dst + bx * (box_rows / 8) * region_tiles(g) * 1024;
-    if (kPair)
-      tma_load_5d_multicast(box_dst, g < 2 ? maps.v : maps.rope, hk * (int)p.k_stride_head, 0, 4 * g, group0,
-                            sanitize_page_id(p, v), bar, 0x3);
-    else
-      tma_load_5d(box_dst, g < 2 ? maps.v : maps.rope, hk * (int)p.k_stride_head, 0, 4 * g, group0,
-                  sanitize_page_id(p, v), bar, FMLA_TMA_EVICT_FIRST != 0);
+    tma_load_5d(dst + bx * (box_rows / 8) * region_tiles(g) * 1024, g < 2 ? maps.v : maps.rope,
+                hk * (int)p.k_stride_head, 0, 4 * g, group0,
+                sanitize_page_id(p, v), bar, FMLA_TMA_EVICT_FIRST != 0);
   }
 }
 
@@ -363,13 +349,9 @@ __device__ __forceinline__ void read_scale(const float* s_max, const float* s_sc
 }
 
 // This WG is done with region g of a stage: one arrival per warp on the region's "empty" barrier; the producer
-// refills the region once the phase completes. In the pair variant, stage kSt is loaded by the CTA of rank kSt, so
-// the other CTA's warps arrive on that CTA's barrier too.
-template <bool kPair, int kSt>
+// refills the region once the phase completes.
 __device__ __forceinline__ void release(uint32_t empty, int g, int t_in_wg) {
-  if ((t_in_wg & 31) != 0) return;
-  mbarrier_arrive(empty + 8 * g);
-  if (kPair && cluster_ctarank() != kSt) mbarrier_arrive_cluster(empty + 8 * g, kSt);
+  if ((t_in_wg & 31) == 0) mbarrier_arrive(empty + 8 * g);
 }
 
 struct PairCtx {                  // what both WGs know about the current pair of blocks
@@ -385,7 +367,7 @@ struct Smem {                     // shared-memory addresses and the per-row exc
 };
 
 // WG0 side of one pair: owns block blk0 (stage 0) and O_L.
-template <bool kBF16, bool kPair>
+template <bool kBF16>
 __device__ __forceinline__ void pair_wg0(const Chunk& c, const Smem& sm, const PairCtx& pc,
                                          float (&o)[128], RowState (&rs)[2], int row_lo, int lane, int t_in_wg,
                                          float scale_log2) {
@@ -393,7 +375,7 @@ __device__ __forceinline__ void pair_wg0(const Chunk& c, const Smem& sm, const P
   uint32_t pa[16];
   FMLA_TRACE_EVENT(0, 0, pc.index);
   qk_block<kBF16, 0>(s, sm.q, sm.stage0, sm.bars0, pc.par0, pc.index);
-  release<kPair, 0>(sm.empty0, 2, t_in_wg);                         // K0's RoPE tile is dead (P0 has its own tile)
+  release(sm.empty0, 2, t_in_wg);                         // K0's RoPE tile is dead (P0 has its own tile)
   FMLA_TRACE_EVENT(0, 1, pc.index);
   softmax_max(s, rs, r0, pc.blk0 * kBlockN + 2 * (lane & 3), scale_log2);
   publish_scale(sm.max0, sm.scale0, rs, r0, row_lo, lane);   // WG1's softmax needs only m0 and r0
@@ -418,7 +400,7 @@ __device__ __forceinline__ void pair_wg0(const Chunk& c, const Smem& sm, const P
   fence_proxy_async_smem();
   named_barrier_arrive(kBarP0Ready, kThreads);
   FMLA_TRACE_EVENT(0, 4, pc.index);
-  release<kPair, 0>(sm.empty0, 0, t_in_wg);                         // V0_L is dead
+  release(sm.empty0, 0, t_in_wg);                         // V0_L is dead
   fence_accumulators(o);
   scale_o(o, r1[0], r1[1]);
   if (pc.has1) {
@@ -428,13 +410,13 @@ __device__ __forceinline__ void pair_wg0(const Chunk& c, const Smem& sm, const P
     pv_issue_ss<kBF16>(o, sm.stage1 + kPTile, sm.stage1, 0);   // O_L += P1 V1_L
     wait_pv(o);
     FMLA_TRACE_EVENT(0, 6, pc.index);
-    release<kPair, 1>(sm.empty1, 0, t_in_wg);                       // V1_L and P1 are dead
-    release<kPair, 1>(sm.empty1, 2, t_in_wg);
+    release(sm.empty1, 0, t_in_wg);                       // V1_L and P1 are dead
+    release(sm.empty1, 2, t_in_wg);
   }
 }
 
 // WG1 side of one pair: owns block blk1 (stage 1, if it exists) and O_R.
-template <bool kBF16, bool kPair>
+template <bool kBF16>
 __device__ __forceinline__ void pair_wg1(const Chunk& c, const Smem& sm, const PairCtx& pc,
                                          float (&o)[128], RowState (&rs)[2], int row_lo, int lane, int t_in_wg,
                                          float scale_log2) {
@@ -464,7 +446,7 @@ __device__ __forceinline__ void pair_wg1(const Chunk& c, const Smem& sm, const P
     named_barrier_arrive(kBarP1Ready, kThreads);          // so it comes after this warpgroup's own wgmma issue
     wait_pv(o);
     FMLA_TRACE_EVENT(1, 4, pc.index);
-    release<kPair, 1>(sm.empty1, 1, t_in_wg);                       // V1_R is dead
+    release(sm.empty1, 1, t_in_wg);                       // V1_R is dead
   }
   named_barrier_sync_id(kBarP0Ready, kThreads);
   wait_tiles(sm.bars0, 4, 8, pc.par0);                    // V0_R landed (WG0 saw it; observe it here too)
@@ -472,15 +454,14 @@ __device__ __forceinline__ void pair_wg1(const Chunk& c, const Smem& sm, const P
   pv_issue_ss<kBF16>(o, sm.p0, sm.stage0, 1);             // O_R += (P0 r1) V0_R
   wait_pv(o);
   FMLA_TRACE_EVENT(1, 6, pc.index);
-  release<kPair, 0>(sm.empty0, 1, t_in_wg);                         // V0_R is dead (P0's tile is free again too)
+  release(sm.empty0, 1, t_in_wg);                         // V0_R is dead (P0's tile is free again too)
 }
 
 // Producer warp of stage kSt (lane 0): every block of every chunk of this CTA that lands in the stage (even
 // blocks of a chunk in stage 0, odd ones in stage 1), its three regions in the order the consumers release them.
-// Pair variant: only the CTA of rank kSt loads (kLoads, into both CTAs); the other one announces each region's
-// bytes on its own barrier. The stage is a template argument so that its addresses are `base` plus constants: the producer runs on 24
+// The stage is a template argument so that its addresses are `base` plus constants: the producer runs on 24
 // registers, and every value it keeps live counts.
-template <int kSt, bool kPair, bool kLoads>
+template <int kSt>
 __device__ __forceinline__ void produce_stage(const KvMaps& maps, const DecodeParams& p, uint32_t base) {
   const uint32_t stage = base + (kSt ? kOffStage1 : kOffStage0), bars = base + kOffBars + kSt * 8 * kKTiles,
                  empty = base + kOffEmpty + kSt * 3 * 8, meta = base + kOffProducerMeta,
@@ -491,28 +472,21 @@ __device__ __forceinline__ void produce_stage(const KvMaps& maps, const DecodePa
                                      ld_shared_at_use(meta + 8), ld_shared_at_use(meta + 12), 0,
                                      ld_shared_at_use(meta + 16));
     for (int blk = c.first + kSt; blk < c.last; blk += 2, ++uses) {
-      if (kLoads) fetch_box_page_ids(p, c, blk, ids);
+      fetch_box_page_ids(p, c, blk, ids);
 #pragma unroll
       for (int k = 0; k < 3; ++k) {
         // release order: stage 0 RoPE (after Q·Kᵀ0), V_L, V_R; stage 1 V_R, V_L, RoPE (which holds P1)
         const int g = kSt ? (k == 0 ? 1 : (k == 1 ? 0 : 2)) : (k == 0 ? 2 : k - 1);
-        if (uses > 0) {
-          if (kPair && kLoads) mbarrier_wait_cluster(empty + 8 * g, (uses - 1) & 1);   // both CTAs' consumers
-          else mbarrier_wait(empty + 8 * g, (uses - 1) & 1);
-        }
-        if (kLoads) {
-          if (k == 0) cp_async_wait<0>();                 // the ids, fetched while the region was busy
-          issue_region<kPair>(maps, p, blockIdx.y, blk, ids, stage, bars, g);
-        } else {
-          mbarrier_arrive_expect_tx(bars + 32 * g, region_tiles(g) * kTileBytes);   // the other CTA loads it
-        }
+        if (uses > 0) mbarrier_wait(empty + 8 * g, (uses - 1) & 1);
+        if (k == 0) cp_async_wait<0>();                   // the ids, fetched while the region was busy
+        issue_region(maps, p, blockIdx.y, blk, ids, stage, bars, g);
         FMLA_TRACE_AT(2, 3 * kSt + g, uses);
       }
     }
   }
 }
 
-template <bool kBF16, bool kPair>
+template <bool kBF16>
 __device__ void decode_cta(const KvMaps& maps, const DecodeParams& p) {
   extern __shared__ __align__(1024) uint8_t smem_raw[];
   const uint32_t raw = smem_u32(smem_raw), base = (raw + 1023u) & ~1023u;
@@ -543,31 +517,19 @@ __device__ void decode_cta(const KvMaps& maps, const DecodeParams& p) {
     prefetch_tma_desc(maps.v);
     prefetch_tma_desc(maps.rope);
     for (int i = 0; i < 2 * kKTiles; ++i) mbarrier_init(sm.bars0 + 8 * i, 1);
-    // the 4 warps of the releasing WG (of both CTAs for the stage this CTA loads in the pair variant)
-    for (int i = 0; i < 6; ++i) mbarrier_init(sm.empty0 + 8 * i, (kPair && cluster_ctarank() == i / 3) ? 8 : 4);
+    for (int i = 0; i < 6; ++i) mbarrier_init(sm.empty0 + 8 * i, 4);   // the 4 warps of the releasing WG
     int* producer_meta = reinterpret_cast<int*>(smem + kOffProducerMeta);
     for (int i = 0; i < 4; ++i) producer_meta[i] = __ldg(meta + i);
     producer_meta[4] = tile_key_shift(p, m_block);
     *reinterpret_cast<float*>(smem + kOffScaleCopy) = (float)p.scale_log2;
     fence_mbarrier_init();
   }
-  if (kPair)
-    cluster_sync();   // both CTAs' barriers exist before either multicasts into the other or arrives on its barriers
-  else
-    __syncthreads();
+  __syncthreads();
   FMLA_TRACE_CTA(0);
   if (wg == 2) {
     setmaxnreg_dec<kProducerRegs>();
-    // (a template argument, not a flag: the producer's 24 registers have no room for one)
-    const bool loads1 = kPair && cluster_ctarank() == 1;   // the pair's rank 0 loads stage 0, rank 1 stage 1
-    if (t_in_wg == 0) {
-      if (loads1) produce_stage<0, kPair, false>(maps, p, base);
-      else produce_stage<0, kPair, true>(maps, p, base);
-    } else if (t_in_wg == 32) {
-      if (kPair && !loads1) produce_stage<1, kPair, false>(maps, p, base);
-      else produce_stage<1, kPair, true>(maps, p, base);
-    }
-    if (kPair) cluster_sync();   // the consumers' exit, below
+    if (t_in_wg == 0) produce_stage<0>(maps, p, base);
+    else if (t_in_wg == 32) produce_stage<1>(maps, p, base);
     return;
   }
   setmaxnreg_inc<kConsumerRegs>();
@@ -606,9 +568,9 @@ __device__ void decode_cta(const KvMaps& maps, const DecodeParams& p) {
         pc.par1 = loads1 & 1;
         pc.index = pairs++;
         if (wg == 0)
-          pair_wg0<kBF16, kPair>(c, sm, pc, o, rs, row_lo, lane, t_in_wg, scale_log2);
+          pair_wg0<kBF16>(c, sm, pc, o, rs, row_lo, lane, t_in_wg, scale_log2);
         else
-          pair_wg1<kBF16, kPair>(c, sm, pc, o, rs, row_lo, lane, t_in_wg, scale_log2);
+          pair_wg1<kBF16>(c, sm, pc, o, rs, row_lo, lane, t_in_wg, scale_log2);
         loads0 += 1;
         loads1 += pc.has1;
       }
@@ -620,20 +582,16 @@ __device__ void decode_cta(const KvMaps& maps, const DecodeParams& p) {
     FMLA_TRACE_CHUNK(req - begin_req, 3);
   }
   FMLA_TRACE_CTA(1);
-  // Pair variant: the other CTA's last releases arrive on this CTA's barriers; neither leaves before both are done.
-  if (kPair) cluster_sync();
 }
 
 }  // namespace seesaw
 }  // namespace fmla
 
-#define FMLA_SEESAW_ENTRY(NAME, BF16, PAIR, CLUSTER)                                                        \
-  extern "C" __global__ void __launch_bounds__(fmla::seesaw::kThreadsWithProducer, 1) CLUSTER              \
+#define FMLA_SEESAW_ENTRY(NAME, BF16)                                                                       \
+  extern "C" __global__ void __launch_bounds__(fmla::seesaw::kThreadsWithProducer, 1)                      \
       NAME(const __grid_constant__ fmla::TmaDesc kv_v, const __grid_constant__ fmla::TmaDesc kv_rope,        \
            const __grid_constant__ fmla::DecodeParams p) {                                                   \
-    fmla::seesaw::decode_cta<BF16, PAIR>(fmla::seesaw::KvMaps{&kv_v, &kv_rope}, p);                         \
+    fmla::seesaw::decode_cta<BF16>(fmla::seesaw::KvMaps{&kv_v, &kv_rope}, p);                               \
   }
-FMLA_SEESAW_ENTRY(mla_decode_bf16, true, false, )
-FMLA_SEESAW_ENTRY(mla_decode_fp16, false, false, )
-FMLA_SEESAW_ENTRY(mla_decode_pair_bf16, true, true, __cluster_dims__(2, 1, 1))
-FMLA_SEESAW_ENTRY(mla_decode_pair_fp16, false, true, __cluster_dims__(2, 1, 1))
+FMLA_SEESAW_ENTRY(mla_decode_bf16, true)
+FMLA_SEESAW_ENTRY(mla_decode_fp16, false)

@@ -342,26 +342,3 @@ def test_few_rows_both_kernels(torch, monkeypatch, fresh_plans, kernel, s_q, h_q
     seqlens = np.array(EDGE_LENGTHS, np.int32)
     case = gc.make_case(len(seqlens), s_q, h_q, h_kv, seqlens, page=page, dtype=dtype, causal=causal, seed=page + h_q)
     decode_and_check(case, f"{kernel} kernel, edge lengths")
-
-
-# --------------------------------------------------------------------------------------- the pair variant
-@pytest.mark.parametrize("kernel", ["seesaw_pair", "seesaw"])
-@pytest.mark.parametrize("b, s_q, h_q, h_kv, causal, page, dtype", [
-    (6, 1, 128, 1, False, 64, "bfloat16"), (6, 2, 128, 1, True, 16, "float16"), (6, 1, 128, 1, False, 32, "bfloat16"),
-    (6, 2, 128, 1, True, 128, "bfloat16"), (6, 1, 256, 2, False, 256, "float16"), (6, 2, 64, 1, False, 64, "bfloat16"),
-    (6, 1, 96, 1, False, 16, "bfloat16")])
-def test_pair_variant_both_kernels(torch, monkeypatch, fresh_plans, kernel, b, s_q, h_q, h_kv, causal, page, dtype):
-    """Where m-blocks pair up (kernels.m_block_pairs_share_keys) the seesaw runs in clusters of two CTAs that
-    multicast each KV block into both; FLASHMLA_RT_DECODE_KERNEL=seesaw forces one CTA per m-block. Both must
-    match the reference, on lengths around page and block boundaries (with empty requests) and on splits."""
-    from flashmla_rt import kernels
-    if kernel == "seesaw":
-        monkeypatch.setenv("FLASHMLA_RT_DECODE_KERNEL", "seesaw")
-    ngroups = h_q // h_kv
-    assert kernels.decode_variant(s_q * ngroups, ngroups, causal and s_q > 1).name == kernel
-    seqlens = np.array(EDGE_LENGTHS, np.int32)
-    case = gc.make_case(len(seqlens), s_q, h_q, h_kv, seqlens, page=page, dtype=dtype, causal=causal, seed=page + h_q)
-    decode_and_check(case, f"{kernel} kernel, edge lengths")
-    seqlens = gc.lengths(b, 8192 + 37, s_q, varlen=True, seed=page)      # few requests: split into many chunks
-    case = gc.make_case(b, s_q, h_q, h_kv, seqlens, page=page, dtype=dtype, causal=causal, seed=page + 1)
-    decode_and_check(case, f"{kernel} kernel, split lengths {seqlens.tolist()}")

@@ -15,34 +15,8 @@ def test_decode_variant_by_rows(monkeypatch, rows, name):
     assert kernels.decode_variant(rows).name == "seesaw"
 
 
-@pytest.mark.parametrize("s_q, h_q, h_kv, causal, name", [
-    (1, 128, 1, False, "seesaw_pair"),   # 2 m-blocks, one query token
-    (2, 128, 1, True, "seesaw_pair"),    # 4 m-blocks; pairs (0, 1) and (2, 3) each within one token
-    (4, 256, 2, True, "seesaw_pair"),    # 128 heads per KV head
-    (2, 64, 1, False, "seesaw_pair"),    # no mask: both m-blocks see every key
-    (2, 64, 1, True, "seesaw"),          # m-block 0 is token 0, m-block 1 token 1: different key limits
-    (1, 96, 1, False, "seesaw_pair"),    # 2 m-blocks, the second partial
-    (3, 64, 1, True, "seesaw"),          # 3 m-blocks
-    (1, 64, 1, False, "seesaw"),         # 1 m-block
-    (4, 128, 2, True, "seesaw"),         # 64 heads per KV head, causal
-])
-def test_decode_variant_pairs_m_blocks_that_share_keys(monkeypatch, s_q, h_q, h_kv, causal, name):
-    """The pair variant runs m-blocks 2i and 2i + 1 as one cluster over the same KV blocks: it needs an even
-    number of m-blocks whose causal key limits agree; FLASHMLA_RT_DECODE_KERNEL=seesaw turns it off."""
-    monkeypatch.delenv("FLASHMLA_RT_DECODE_KERNEL", raising=False)
-    ngroups = h_q // h_kv
-    causal = causal and s_q > 1
-    assert kernels.decode_variant(s_q * ngroups, ngroups, causal).name == name
-    if name == "seesaw_pair":   # check the rule against the per-row key limits it stands for
-        rows = s_q * ngroups
-        token_of_last_row = [(min(rows, 64 * (m + 1)) - 1) // ngroups if causal else 0 for m in range(-(-rows // 64))]
-        assert all(token_of_last_row[m] == token_of_last_row[m + 1] for m in range(0, len(token_of_last_row), 2))
-    monkeypatch.setenv("FLASHMLA_RT_DECODE_KERNEL", "seesaw")
-    assert kernels.decode_variant(s_q * ngroups, ngroups, causal).name == "seesaw"
-
-
 def test_narrow_shared_memory_fits():
-    for v in (kernels.NARROW16, kernels.NARROW32, kernels.SEESAW, kernels.SEESAW_PAIR):
+    for v in (kernels.NARROW16, kernels.NARROW32, kernels.SEESAW):
         assert v.smem_bytes <= 227 * 1024, v
 
 

@@ -10,7 +10,6 @@
 #include <cuda_fp16.h>
 
 typedef unsigned char uint8_t;
-typedef unsigned short uint16_t;
 typedef unsigned int uint32_t;
 typedef unsigned long long uint64_t;
 typedef long long int64_t;
