@@ -50,6 +50,15 @@ def torch():
 
 
 @pytest.fixture
+def fresh_plans():
+    """No cached launch plan before or after the test: a cached plan keeps the kernel and device it was built for."""
+    from flashmla_rt import _fastpath
+    _fastpath._plans.clear()
+    yield
+    _fastpath._plans.clear()
+
+
+@pytest.fixture
 def route_dependent_launches(monkeypatch):
     """`route(launch_kernel)`: DependentLaunch's cuLaunchKernelEx calls go to `launch_kernel` with cuLaunchKernel's
     arguments, read back from the CUlaunchConfig it was given, after checking its one attribute (programmatic

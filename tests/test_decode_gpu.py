@@ -320,14 +320,6 @@ def test_deterministic(torch):
 
 
 # --------------------------------------------------------------------------------------- both kernels on few rows
-@pytest.fixture
-def fresh_plans():
-    from flashmla_rt import _fastpath
-    _fastpath._plans.clear()          # a cached plan keeps the kernel it was built with
-    yield
-    _fastpath._plans.clear()
-
-
 @pytest.mark.parametrize("kernel", ["narrow", "seesaw"])
 @pytest.mark.parametrize("s_q, h_q, h_kv, causal, page, dtype", [
     (1, 16, 1, False, 64, "bfloat16"), (2, 16, 1, True, 16, "float16"), (4, 16, 2, True, 256, "bfloat16"),
