@@ -157,6 +157,38 @@ __device__ __forceinline__ void store_out_rows(const DecodeParams& p, const Chun
   }
 }
 
+// The fp32 partial rows of a split chunk (o_accum) through shared memory, in two rounds of 32 rows (the fragment's
+// rows row_lo, then row_lo + 8): WG `wg` writes its 32 x 256 fp32 of the round into `staging` (its 32 KB half of
+// the Q region), 1 KB per row with the 32-B chunks XOR-swizzled by row (a fragment store hits 8 rows at once), then
+// each warp stores whole row halves, 512 contiguous bytes per instruction, 16 B a lane. Stored straight from the
+// fragment, each instruction wrote 8 B a lane, 32 B to each of 8 rows. Rows >= rows are padding.
+__device__ __forceinline__ void store_partial_rows(const DecodeParams& p, const Chunk& c, const float (&o)[128],
+                                                   const float (&inv)[2], int base_row, uint32_t staging, int wg,
+                                                   int t_in_wg, int row_lo, int hk, int wg_barrier) {
+  const uint32_t half = staging + wg * (32 * 1024);
+  const int lane = t_in_wg & 31, rows = (int)p.rows;
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    if (h) named_barrier_sync_id(wg_barrier, 128);           // round 0's rows are out of `staging`
+    const int slot = (row_lo & ~15) / 2 + (row_lo & 7);      // this round's 32 rows: 8 per warp
+#pragma unroll
+    for (int j = 0; j < 32; ++j) {
+      const uint32_t addr = half + slot * 1024 + ((j ^ (slot & 7)) << 5) + 8 * (lane & 3);
+      asm volatile("st.shared.v2.f32 [%0], {%1, %2};\n" ::"r"(addr), "f"(o[4 * j + 2 * h] * inv[h]),
+                   "f"(o[4 * j + 2 * h + 1] * inv[h]) : "memory");
+    }
+    named_barrier_sync_id(wg_barrier, 128);
+    for (int k = t_in_wg / 32; k < 2 * 32; k += 4) {        // 64 row halves of 512 B, 16 per warp
+      const int sl = k >> 1, hf = k & 1;
+      const int pr = base_row + 16 * (sl >> 3) + (sl & 7) + 8 * h;
+      if (pr >= rows) continue;
+      const uint4 v = ld_shared_v4(half + sl * 1024 + (((16 * hf + lane / 2) ^ (sl & 7)) << 5) + 16 * (lane & 1));
+      float* dst = p.o_accum + accum_row(p, c, hk, rows, pr) * kHeadDimV + 256 * wg + 128 * hf + 4 * lane;
+      *reinterpret_cast<uint4*>(dst) = v;
+    }
+  }
+}
+
 // Epilogue of a chunk. WG `wg` holds O[:, 256wg : 256wg+256] of its two rows and a partial row sum; both WGs
 // hold the same running max. Sums are combined through s_rowsum [2][64], then O / sum is stored (16-bit to
 // `out`, or fp32 to the split workspace) with the LSE (natural log; +inf / -inf for rows with no key).
@@ -193,17 +225,11 @@ __device__ __forceinline__ void store_chunk(const DecodeParams& p, const Chunk& 
     }
     return;
   }
+  store_partial_rows(p, c, o, inv, rs[0].packed_row - row_lo, staging, wg, t_in_wg, row_lo, hk, wg_barrier);
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
     const int r = rs[h].packed_row;
-    if (r >= rows) continue;
-    const int col0 = 256 * wg + 2 * (lane & 3);
-    const int64_t acc_row = accum_row(p, c, hk, rows, r);
-    float2* dst = reinterpret_cast<float2*>(p.o_accum + acc_row * kHeadDimV);
-#pragma unroll
-    for (int j = 0; j < 32; ++j)
-      dst[(col0 + 8 * j) / 2] = make_float2(o[4 * j + 2 * h] * inv[h], o[4 * j + 2 * h + 1] * inv[h]);
-    if (wg == 0 && (lane & 3) == 0) p.lse_accum[acc_row] = lse2[h];
+    if (r < rows && wg == 0 && (lane & 3) == 0) p.lse_accum[accum_row(p, c, hk, rows, r)] = lse2[h];
   }
 }
 
