@@ -192,7 +192,7 @@ __device__ __forceinline__ void store_partial_rows(const DecodeParams& p, const 
 // Epilogue of a chunk. WG `wg` holds O[:, 256wg : 256wg+256] of its two rows and a partial row sum; both WGs
 // hold the same running max. Sums are combined through s_rowsum [2][64], then O / sum is stored (16-bit to
 // `out`, or fp32 to the split workspace) with the LSE (natural log; +inf / -inf for rows with no key).
-// The 16-bit rows go through shared memory (store_out_rows: `staging`, and `wg_barrier` for this warpgroup alone).
+// Both go through shared memory (store_out_rows, store_partial_rows: `staging`, and `wg_barrier` for this warpgroup alone).
 template <bool kBF16>
 __device__ __forceinline__ void store_chunk(const DecodeParams& p, const Chunk& c, const float (&o)[128],
                                             RowState (&rs)[2], float* s_rowsum, int wg, int lane, int row_lo,
