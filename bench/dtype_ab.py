@@ -6,14 +6,9 @@ import statistics
 import flashmla_rt
 from flashmla_rt import bench
 
+from dtype_page import graph_us   # bench/ is the script's directory, so on sys.path
+
 ROUNDS = 3
-
-
-def graph_us(mod, b, s_q, h_q, s_k, dtype):
-    q, k, bt, sl = bench.make_inputs(b, s_q, h_q, s_k, False, 0, page=64, dtype=dtype)
-    call = bench.make_call(mod, q, k, bt, sl, s_q, h_q)
-    graph, _ = bench.capture_graph(call, 3)
-    return bench.time_back_to_back(graph.replay, 20, 3)
 
 
 def main():

@@ -10,12 +10,14 @@ import gpu_cases as gc
 pytestmark = pytest.mark.gpu
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def two_gpus(torch):
+    """torch, with device 0 current again after the test (passed or not); skips without two Hopper GPUs."""
     from flashmla_rt import _device
     if len(_device.hopper_devices()) < 2:
         pytest.skip("needs two Hopper GPUs")
-    return torch
+    yield torch
+    torch.cuda.set_device(0)
 
 
 def _current_devices():
@@ -56,7 +58,6 @@ def test_tensors_on_the_second_gpu(two_gpus, fresh_plans, current, s_q, h_q, h_k
     assert _current_devices() == before
     gc.assert_bitwise_equal(out3, out, "out on a side stream of cuda:1")
     gc.assert_bitwise_equal(lse3, lse, "lse on a side stream of cuda:1")
-    torch.cuda.set_device(0)
 
 
 def test_same_shapes_on_both_gpus_take_their_own_plans(two_gpus, fresh_plans):
