@@ -39,7 +39,7 @@ def device_array(name, shape):
     return cupy.ndarray(shape, cupy.uint64, mem)
 
 
-arrays = {"fmla_trace": (3, 8, 64), "fmla_trace_ns": (64,), "fmla_trace_cta": (4096, 3), "fmla_trace_chunk": (16, 4)}
+arrays = {"fmla_trace": (3, 8, 64), "fmla_trace_ns": (64,), "fmla_trace_cta": (4096, 3), "fmla_trace_chunk": (16, 8)}
 for name, shape in arrays.items():
     device_array(name, shape).fill(0)                 # only the next launch's events remain
 torch.cuda.synchronize()
@@ -79,7 +79,7 @@ if done.any():
               f"pairs done {(cta[0, 2] - ns[n - 1]) / 1e3:.2f} us, then to its end {(cta[0, 1] - cta[0, 2]) / 1e3:.2f}"
               f" us ({n} pairs traced)")
 for k in range(16):                                   # CTA 0's chunks: what each boundary costs, part by part
-    q_issued, q_landed, pairs_done, epi_done = chunk[k]
+    q_issued, q_landed, pairs_done, epi_done, sums_done, stores_issued = chunk[k, :6]
     if not chunk[k].any():
         break
     if q_issued == 0:
@@ -87,4 +87,5 @@ for k in range(16):                                   # CTA 0's chunks: what eac
         continue
     nxt = f"; then {(chunk[k + 1, 0] - epi_done) / 1e3:.2f} us to the next Q issue" if k + 1 < 16 and chunk[k + 1, 0] else ""
     print(f"CTA 0 chunk {k}: Q wait {(q_landed - q_issued) / 1e3:.2f} us, pairs {(pairs_done - q_landed) / 1e3:.2f} us, "
-          f"epilogue {(epi_done - pairs_done) / 1e3:.2f} us{nxt}")
+          f"epilogue {(epi_done - pairs_done) / 1e3:.2f} us (to the row-sum exchange {(sums_done - pairs_done) / 1e3:.2f}, "
+          f"stores issued {(stores_issued - sums_done) / 1e3:.2f}, the other warps {(epi_done - stores_issued) / 1e3:.2f}){nxt}")

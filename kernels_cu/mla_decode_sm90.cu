@@ -23,6 +23,21 @@
 // Rows of the sequence's last page past its end are loaded by TMA (they may hold NaN) and are zeroed in V before
 // P·V; pages past the end and invalid block ids get an out-of-range coordinate (TMA zero fill).
 #include "common/nvrtc_shim.cuh"
+#ifdef FMLA_TRACE
+// Epilogue sub-phases of CTA (0, 0, 0)'s chunks, for the hook in decode_tile.cuh (defined before it is included):
+// fmla_trace_chunk[8 k + e] (ns) of chunk k = fmla_trace_chunk_cur, e = 4 both warpgroups' row sums exchanged,
+// 5 thread 0's warp has issued its stores. The other events of the array are below (FMLA_TRACE_CHUNK).
+extern "C" __device__ unsigned long long fmla_trace_chunk[8 * 16];
+extern "C" __device__ int fmla_trace_chunk_cur;
+#define FMLA_EPILOGUE_MARK(e)                                                                            \
+  do {                                                                                                   \
+    if (threadIdx.x == 0 && blockIdx.x == 0 && blockIdx.y == 0 && blockIdx.z == 0 && fmla_trace_chunk_cur < 16) { \
+      unsigned long long t_;                                                                             \
+      asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t_));                                             \
+      fmla_trace_chunk[8 * fmla_trace_chunk_cur + (e)] = t_;                                             \
+    }                                                                                                    \
+  } while (0)
+#endif
 #include "common/ptx_async.cuh"
 #include "common/ptx_grid.cuh"
 #include "common/ptx_tma.cuh"
@@ -141,13 +156,12 @@ static_assert(2 * 128 * kConsumerRegs + 128 * kProducerRegs <= kThreadsWithProdu
 // Wall clock (%globaltimer, ns): fmla_trace_ns[pair] at WG0's start of each traced pair (with its clock64, the SM
 // clock rate), and fmla_trace_cta[3 * cta + k] for every CTA (linear id < 4096): k = 0 its start, 1 its end, 2 its
 // last chunk's pairs done (the epilogue's start): CTA durations against the pairs' share, and the kernel's tail.
-// fmla_trace_chunk[4 * k + e] (ns), CTA (0, 0, 0)'s chunk k < 16: e = 0 its Q issued, 1 Q landed (both warpgroups),
+// fmla_trace_chunk[8 * k + e] (ns), CTA (0, 0, 0)'s chunk k < 16: e = 0 its Q issued, 1 Q landed (both warpgroups),
 // 2 its pairs done, 3 its epilogue done: what a chunk boundary costs, part by part.
 #ifdef FMLA_TRACE
 extern "C" __device__ unsigned long long fmla_trace[3 * 8 * 64];
 extern "C" __device__ unsigned long long fmla_trace_ns[64];
 extern "C" __device__ unsigned long long fmla_trace_cta[3 * 4096];
-extern "C" __device__ unsigned long long fmla_trace_chunk[4 * 16];
 __device__ __forceinline__ unsigned long long globaltimer_ns() {
   unsigned long long t;
   asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
@@ -172,10 +186,15 @@ __device__ __forceinline__ unsigned long long globaltimer_ns() {
 #define FMLA_TRACE_CHUNK(k, e)                                                                           \
   do {                                                                                                   \
     if (threadIdx.x == 0 && blockIdx.x == 0 && blockIdx.y == 0 && blockIdx.z == 0 && (k) < 16)           \
-      fmla_trace_chunk[4 * (k) + (e)] = globaltimer_ns();                                                \
+      fmla_trace_chunk[8 * (k) + (e)] = globaltimer_ns();                                                \
+  } while (0)
+#define FMLA_TRACE_CHUNK_CUR(k)                                                                          \
+  do {                                                                                                   \
+    if (threadIdx.x == 0 && blockIdx.x == 0 && blockIdx.y == 0 && blockIdx.z == 0) fmla_trace_chunk_cur = (k); \
   } while (0)
 #else
 #define FMLA_TRACE_CHUNK(k, e) do {} while (0)
+#define FMLA_TRACE_CHUNK_CUR(k) do {} while (0)
 #define FMLA_TRACE_AT(wg, ev, pair) do {} while (0)
 #define FMLA_TRACE_EVENT(wg, ev, pair) do {} while (0)
 #define FMLA_TRACE_CTA(k) do {} while (0)
@@ -577,6 +596,7 @@ __device__ void decode_cta(const KvMaps& maps, const DecodeParams& p) {
     }
     FMLA_TRACE_CTA(2);
     FMLA_TRACE_CHUNK(req - begin_req, 2);
+    FMLA_TRACE_CHUNK_CUR(req - begin_req);
     store_chunk<kBF16>(p, c, o, rs, sm.rowsum, wg, lane, row_lo, hk, kBarRowSum, sm.q, t_in_wg, kBarWG0 + wg);
     named_barrier_sync_id(kBarConsumers, kThreads);      // Q and row sums are reused by the next chunk
     FMLA_TRACE_CHUNK(req - begin_req, 3);

@@ -8,6 +8,12 @@
 #include "softmax.cuh"
 #include "decode_params.cuh"
 
+// Timeline hook inside the epilogue: the seesaw kernel's trace build defines it before including this file
+// (mla_decode_sm90.cu, -DFMLA_TRACE=1); a no-op everywhere else.
+#ifndef FMLA_EPILOGUE_MARK
+#define FMLA_EPILOGUE_MARK(e) do {} while (0)
+#endif
+
 namespace fmla {
 
 constexpr int kBlockM = 64;                         // query rows per CTA
@@ -205,6 +211,7 @@ __device__ __forceinline__ void store_chunk(const DecodeParams& p, const Chunk& 
     s_rowsum[wg * kBlockM + row_lo + 8] = rs[1].sum;
   }
   named_barrier_sync_id(rowsum_barrier, kThreads);
+  FMLA_EPILOGUE_MARK(4);
   float inv[2], lse2[2];
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
@@ -215,6 +222,7 @@ __device__ __forceinline__ void store_chunk(const DecodeParams& p, const Chunk& 
   const int rows = (int)p.rows, ngroups = (int)p.ngroups;
   if (!c.is_split) {
     store_out_rows<kBF16>(p, c, o, inv, rs[0].packed_row - row_lo, staging, wg, t_in_wg, row_lo, hk, wg_barrier);
+    FMLA_EPILOGUE_MARK(5);
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
       const int r = rs[h].packed_row;
@@ -226,6 +234,7 @@ __device__ __forceinline__ void store_chunk(const DecodeParams& p, const Chunk& 
     return;
   }
   store_partial_rows(p, c, o, inv, rs[0].packed_row - row_lo, staging, wg, t_in_wg, row_lo, hk, wg_barrier);
+  FMLA_EPILOGUE_MARK(5);
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
     const int r = rs[h].packed_row;
