@@ -1,4 +1,4 @@
-"""Page sizes against page 64, interleaved (64, 16, 32, 64, 16, 32, ...) so that clock and temperature drift falls
+"""Page sizes against page 64, interleaved (64, 16, 32, 128, 256, 64, ...) so that clock and temperature drift falls
 on all of them: issue 3's "pages 16-256 within 10 % of page 64" on the rows where a page size costs most.
 Usage (device): python bench/page_ab.py [B,S_Q,H_Q,S_K ...]   (default: 128,2,128,8192)"""
 import statistics
@@ -9,7 +9,7 @@ import flashmla_rt
 from dtype_page import graph_us   # bench/ is the script's directory, so on sys.path
 
 ROUNDS = 3
-PAGES = (64, 16, 32)
+PAGES = (64, 16, 32, 128, 256)
 
 
 def main(rows):
