@@ -24,18 +24,23 @@
 // P·V; pages past the end and invalid block ids get an out-of-range coordinate (TMA zero fill).
 #include "common/nvrtc_shim.cuh"
 #ifdef FMLA_TRACE
-// Epilogue sub-phases of CTA (0, 0, 0)'s chunks, for the hook in decode_tile.cuh (defined before it is included):
-// fmla_trace_chunk[8 k + e] (ns) of chunk k = fmla_trace_chunk_cur, e = 4 both warpgroups' row sums exchanged,
-// 5 thread 0's warp has issued its stores. The other events of the array are below (FMLA_TRACE_CHUNK).
+// Trace-build helpers, ahead of decode_tile.cuh so that its epilogue hook can use them. The arrays and the other
+// events are described with the timeline probe below; fmla_trace_chunk_cur is the chunk whose epilogue runs, set
+// by decode_cta, since store_chunk does not know its chunk's index.
 extern "C" __device__ unsigned long long fmla_trace_chunk[8 * 16];
 extern "C" __device__ int fmla_trace_chunk_cur;
+__device__ __forceinline__ unsigned long long globaltimer_ns() {
+  unsigned long long t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  return t;
+}
+__device__ __forceinline__ bool is_trace_thread() {   // thread 0 of CTA (0, 0, 0)
+  return threadIdx.x == 0 && blockIdx.x == 0 && blockIdx.y == 0 && blockIdx.z == 0;
+}
+// e = 4 both warpgroups' row sums exchanged, 5 thread 0's warp has issued its stores.
 #define FMLA_EPILOGUE_MARK(e)                                                                            \
   do {                                                                                                   \
-    if (threadIdx.x == 0 && blockIdx.x == 0 && blockIdx.y == 0 && blockIdx.z == 0 && fmla_trace_chunk_cur < 16) { \
-      unsigned long long t_;                                                                             \
-      asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t_));                                             \
-      fmla_trace_chunk[8 * fmla_trace_chunk_cur + (e)] = t_;                                             \
-    }                                                                                                    \
+    if (is_trace_thread() && fmla_trace_chunk_cur < 16) fmla_trace_chunk[8 * fmla_trace_chunk_cur + (e)] = globaltimer_ns(); \
   } while (0)
 #endif
 #include "common/ptx_async.cuh"
@@ -157,16 +162,11 @@ static_assert(2 * 128 * kConsumerRegs + 128 * kProducerRegs <= kThreadsWithProdu
 // clock rate), and fmla_trace_cta[3 * cta + k] for every CTA (linear id < 4096): k = 0 its start, 1 its end, 2 its
 // last chunk's pairs done (the epilogue's start): CTA durations against the pairs' share, and the kernel's tail.
 // fmla_trace_chunk[8 * k + e] (ns), CTA (0, 0, 0)'s chunk k < 16: e = 0 its Q issued, 1 Q landed (both warpgroups),
-// 2 its pairs done, 3 its epilogue done: what a chunk boundary costs, part by part.
+// 2 its pairs done, 3 its epilogue done (4 and 5: inside the epilogue, above): what a chunk boundary costs.
 #ifdef FMLA_TRACE
 extern "C" __device__ unsigned long long fmla_trace[3 * 8 * 64];
 extern "C" __device__ unsigned long long fmla_trace_ns[64];
 extern "C" __device__ unsigned long long fmla_trace_cta[3 * 4096];
-__device__ __forceinline__ unsigned long long globaltimer_ns() {
-  unsigned long long t;
-  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
-  return t;
-}
 #define FMLA_TRACE_AT(wg, ev, pair)                                                                      \
   do {                                                                                                   \
     if (blockIdx.x == 0 && blockIdx.y == 0 && blockIdx.z == 0 && (pair) < 64) {                          \
@@ -185,12 +185,11 @@ __device__ __forceinline__ unsigned long long globaltimer_ns() {
   } while (0)
 #define FMLA_TRACE_CHUNK(k, e)                                                                           \
   do {                                                                                                   \
-    if (threadIdx.x == 0 && blockIdx.x == 0 && blockIdx.y == 0 && blockIdx.z == 0 && (k) < 16)           \
-      fmla_trace_chunk[8 * (k) + (e)] = globaltimer_ns();                                                \
+    if (is_trace_thread() && (k) < 16) fmla_trace_chunk[8 * (k) + (e)] = globaltimer_ns(); \
   } while (0)
 #define FMLA_TRACE_CHUNK_CUR(k)                                                                          \
   do {                                                                                                   \
-    if (threadIdx.x == 0 && blockIdx.x == 0 && blockIdx.y == 0 && blockIdx.z == 0) fmla_trace_chunk_cur = (k); \
+    if (is_trace_thread()) fmla_trace_chunk_cur = (k);                                                 \
   } while (0)
 #else
 #define FMLA_TRACE_CHUNK(k, e) do {} while (0)
