@@ -64,23 +64,23 @@ def signature(tensors: tuple, head_dim_v, softmax_scale, causal):
     for t in tensors:
         if type(t).__module__ != "torch" or not hasattr(t, "data_ptr"):
             return None
-        sig.append((t.shape, t.stride(), t.dtype, t.device))
+        # get_device() and is_cuda are plain values; t.device builds a torch.device on every access
+        sig.append((t.shape, t.stride(), t.dtype, t.get_device(), t.is_cuda))
     return tuple(sig), head_dim_v, softmax_scale, causal
 
 
 class LaunchPlan:
     """Everything about a call that the signature fixes; `launch` fills in the pointers."""
-    __slots__ = ("device", "torch_device", "out_shape", "out_dtype", "lse_shape", "o_accum_elems", "ws_elems",
+    __slots__ = ("device", "out_shape", "lse_shape", "o_accum_elems", "ws_elems",
                  "record", "variant", "decode_fn", "decode_grid", "combine_fn", "combine_grid", "k_shape", "k_strides",
-                 "_kv", "_args", "_decode_head", "_combine", "_empty", "_float32")
+                 "_kv", "_args", "_decode_head", "_combine", "_float32")
 
     def __init__(self, *, device, out_shape, out_dtype, lse_shape, o_accum_elems, lse_accum_elems, record,
                  decode_grid, combine_grid, k_shape, k_strides, variant=kernels.SEESAW, combine_wide=False):
         import torch
         self.device = device
-        self.torch_device = torch.device("cuda", device)
-        self.out_shape, self.out_dtype, self.lse_shape = out_shape, getattr(torch, out_dtype), lse_shape
-        self._empty, self._float32 = torch.empty, torch.float32
+        self.out_shape, self.lse_shape = out_shape, lse_shape     # out takes q's dtype (out_dtype names it)
+        self._float32 = torch.float32
         # One fp32 workspace: o_accum, then lse_accum (16-byte aligned start).
         self.o_accum_elems = o_accum_elems
         self.ws_elems = o_accum_elems + lse_accum_elems
@@ -134,10 +134,10 @@ class LaunchPlan:
     def launch(self, q, k_cache, block_table, cache_seqlens, meta, num_splits, stream_ptr: int):
         if (q.data_ptr() | k_cache.data_ptr()) & 15:
             return None                      # let the full path raise its error
-        empty, dev = self._empty, self.torch_device
-        out = empty(self.out_shape, dtype=self.out_dtype, device=dev)
-        lse = empty(self.lse_shape, dtype=self._float32, device=dev)
-        ws = empty(self.ws_elems, dtype=self._float32, device=dev)
+        # new_empty takes q's device (and, for out, its dtype: the signature fixed both) without parsing them
+        out = q.new_empty(self.out_shape)
+        lse = q.new_empty(self.lse_shape, dtype=self._float32)
+        ws = q.new_empty((self.ws_elems,), dtype=self._float32)
         params = self.kernel_params(q, k_cache, block_table, cache_seqlens, meta, num_splits, out, lse, ws)
         self.launch_decode(params, stream_ptr)         # `params` stays referenced until both launches return
         self.launch_combine(params, stream_ptr)

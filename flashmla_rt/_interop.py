@@ -86,11 +86,26 @@ class RawStream:
         self.ptr = ptr
 
 
+def _torch_stream_getter():
+    """device -> torch's current stream pointer there. torch._C._cuda_getCurrentRawStream returns the integer
+    without building a torch.cuda.Stream (a few µs of an eager call); older torch builds lack it."""
+    import torch
+    raw = getattr(torch._C, "_cuda_getCurrentRawStream", None)
+    if raw is not None:
+        return raw
+    return lambda device: torch.cuda.current_stream(device).cuda_stream
+
+
+_torch_stream_ptr = None
+
+
 def current_stream(framework: str, device: int) -> RawStream:
     """The caller's current stream: torch's for torch callers, CuPy's current stream otherwise."""
     if framework == "torch":
-        import torch
-        return RawStream(torch.cuda.current_stream(device).cuda_stream)
+        global _torch_stream_ptr
+        if _torch_stream_ptr is None:
+            _torch_stream_ptr = _torch_stream_getter()
+        return RawStream(_torch_stream_ptr(device))
     import cupy
     return RawStream(cupy.cuda.get_current_stream(device).ptr)
 

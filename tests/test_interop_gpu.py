@@ -148,6 +148,28 @@ def test_torch_current_stream(torch, cupy, kind):
     gc.check_close(out, lse, *gc.reference(case), case.dtype, "non-default torch stream")
 
 
+def test_planned_call_on_current_stream(torch, cupy):
+    """The cached-plan path (no out=/lse=) also queues on the caller's current stream: a non-blocking stream kept
+    busy, with q overwritten on it before the call. A launch on any other stream would read the old q."""
+    from flashmla_rt import _fastpath
+    case = small_case(seed=3)
+    gc.run(case, check_seqlens=False)                   # makes the plan
+    new_q = gc.random_tensor(tuple(case.q.shape), case.dtype, "randn10",
+                             torch.Generator(device="cuda").manual_seed(98), "cuda")
+    torch.cuda.synchronize()
+    raw = cupy.cuda.Stream(non_blocking=True)
+    stream = torch.cuda.ExternalStream(raw.ptr)
+    plans = dict(_fastpath._plans)
+    with torch.cuda.stream(stream):
+        torch.cuda._sleep(SLEEP_CYCLES)
+        case.q.copy_(new_q)
+        out, lse = gc.run(case, check_seqlens=False)
+    # the planned path ran: a full-path call would have left a new plan object under its signature
+    assert plans and all(_fastpath._plans.get(sig) is plan for sig, plan in plans.items())
+    stream.synchronize()
+    gc.check_close(out, lse, *gc.reference(case), case.dtype, "planned call, non-default stream")
+
+
 def test_cupy_current_stream(torch, cupy):
     """Same for CuPy callers: work goes on CuPy's current stream."""
     import flashmla_rt
