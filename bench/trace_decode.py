@@ -1,7 +1,8 @@
 """Timeline of the decode kernel's pairs in CTA (0, 0, 0), from its FMLA_TRACE probe (clock64 per event), the SM
 clock over the traced pairs, and every CTA's duration (%globaltimer) against the kernel's span.
-Usage (device): python bench/trace_decode.py B S_Q H_Q S_K [var]   -> median cycles of each event after pair start
-(`var`: the bench's variable-length seqlens of that row instead of fixed ones)."""
+Usage (device): python bench/trace_decode.py B S_Q H_Q S_K [var] [fp16]   -> median cycles of each event after pair
+start (`var`: the bench's variable-length seqlens of that row instead of fixed ones; `fp16`: fp16 q and cache; env
+TRACE_WARMUP: back-to-back calls before the traced one, default 2)."""
 import os
 import sys
 
@@ -22,10 +23,12 @@ EVENTS = {0: ["start", "S0 done", "softmax0 done", "got scale1", "P0' published"
               "st1 RoPE issued"]}   # producer: region issues of the block the stage holds in that pair
 
 b, s_q, h_q, s_k = map(int, sys.argv[1:5])
-varlen = sys.argv[5:6] == ["var"]
-q, k, bt, sl = bench.make_inputs(b, s_q, h_q, s_k, varlen, 0)
+flags = sys.argv[5:]                              # "var": varlen seqlens; "fp16": fp16 instead of bf16
+varlen = "var" in flags
+q, k, bt, sl = bench.make_inputs(b, s_q, h_q, s_k, varlen, 0, dtype="float16" if "fp16" in flags else "bfloat16")
 call = bench.make_call(bench.load_ours()[0], q, k, bt, sl, s_q, h_q)
-for _ in range(2):
+# TRACE_WARMUP back-to-back calls first: a sustained run's clock (power limit), not a cold one's
+for _ in range(int(os.environ.get("TRACE_WARMUP", "2"))):
     call()
 torch.cuda.synchronize()
 mod = module._modules[(kernels.DECODE_SOURCE, 0)]
