@@ -95,3 +95,25 @@ def test_misaligned_pointer_declines_the_plan(monkeypatch):
             return 4098
     plan = _fastpath.LaunchPlan.__new__(_fastpath.LaunchPlan)
     assert plan.launch(Odd(), Odd(), None, None, None, None, 0) is None
+
+
+def test_torch_stream_pointer_with_and_without_the_raw_getter(monkeypatch):
+    """current_stream("torch", d) reads torch's raw-stream getter where torch has one, and falls back to
+    torch.cuda.current_stream(d).cuda_stream where it does not (stand-ins for both torch builds)."""
+    import sys
+    import types
+    from flashmla_rt import _interop
+    seen = []
+    fast = types.ModuleType("torch")
+    fast._C = types.SimpleNamespace(_cuda_getCurrentRawStream=lambda d: seen.append(("raw", d)) or 1000 + d)
+    slow = types.ModuleType("torch")
+    slow._C = types.SimpleNamespace()
+    slow.cuda = types.SimpleNamespace(
+        current_stream=lambda d: seen.append(("stream", d)) or types.SimpleNamespace(cuda_stream=2000 + d))
+    for fake, want, kind in ((fast, 1003, "raw"), (slow, 2003, "stream")):
+        monkeypatch.setitem(sys.modules, "torch", fake)
+        monkeypatch.setattr(_interop, "_torch_stream_ptr", None)     # the getter is chosen at the first call
+        seen.clear()
+        assert _interop.current_stream("torch", 3).ptr == want
+        assert _interop.current_stream("torch", 3).ptr == want
+        assert seen == [(kind, 3), (kind, 3)]
