@@ -119,6 +119,18 @@ def test_jax_inputs(torch, jax, dtype):
 
 
 # --------------------------------------------------------------------------------------- streams
+def _replacement_q(torch, case, seed):
+    """New random data for case.q, to be copied in on the stream under test."""
+    return gc.random_tensor(tuple(case.q.shape), case.dtype, "randn10",
+                            torch.Generator(device="cuda").manual_seed(seed), "cuda")
+
+
+def _non_blocking_torch_stream(torch, cupy):
+    """(the CuPy non-blocking stream, the torch ExternalStream over it); keep both alive while in use."""
+    raw = cupy.cuda.Stream(non_blocking=True)
+    return raw, torch.cuda.ExternalStream(raw.ptr)
+
+
 @pytest.mark.parametrize("kind", ["torch", "non_blocking"])
 def test_torch_current_stream(torch, cupy, kind):
     """Work is queued on the caller's current torch stream: the stream is kept busy, then q is overwritten
@@ -128,15 +140,13 @@ def test_torch_current_stream(torch, cupy, kind):
     for, so work misplaced there would still come out right; kind "non_blocking" (a CuPy non-blocking stream
     made current in torch) is the one that catches it."""
     case = small_case(seed=1)
-    new_q = gc.random_tensor(tuple(case.q.shape), case.dtype, "randn10",
-                             torch.Generator(device="cuda").manual_seed(99), "cuda")
+    new_q = _replacement_q(torch, case, 99)
     out, lse = gc.poisoned_outputs(case)
     torch.cuda.synchronize()
     if kind == "torch":
         stream = torch.cuda.Stream()
     else:
-        raw = cupy.cuda.Stream(non_blocking=True)          # kept alive by this frame until the end
-        stream = torch.cuda.ExternalStream(raw.ptr)
+        raw, stream = _non_blocking_torch_stream(torch, cupy)   # raw kept alive by this frame until the end
     with torch.cuda.stream(stream):
         torch.cuda._sleep(SLEEP_CYCLES)
         case.q.copy_(new_q)
@@ -154,11 +164,9 @@ def test_planned_call_on_current_stream(torch, cupy):
     from flashmla_rt import _fastpath
     case = small_case(seed=3)
     gc.run(case, check_seqlens=False)                   # makes the plan
-    new_q = gc.random_tensor(tuple(case.q.shape), case.dtype, "randn10",
-                             torch.Generator(device="cuda").manual_seed(98), "cuda")
+    new_q = _replacement_q(torch, case, 98)
     torch.cuda.synchronize()
-    raw = cupy.cuda.Stream(non_blocking=True)
-    stream = torch.cuda.ExternalStream(raw.ptr)
+    raw, stream = _non_blocking_torch_stream(torch, cupy)
     plans = dict(_fastpath._plans)
     with torch.cuda.stream(stream):
         torch.cuda._sleep(SLEEP_CYCLES)
@@ -174,8 +182,7 @@ def test_cupy_current_stream(torch, cupy):
     """Same for CuPy callers: work goes on CuPy's current stream."""
     import flashmla_rt
     case = small_case(seed=2)
-    new_q = gc.random_tensor(tuple(case.q.shape), case.dtype, "randn10",
-                             torch.Generator(device="cuda").manual_seed(98), "cuda")
+    new_q = _replacement_q(torch, case, 98)
     out_t, lse_t = gc.poisoned_outputs(case)
     torch.cuda.synchronize()
     q, k, table, seqlens, out, lse = (cupy.from_dlpack(x) for x in (
