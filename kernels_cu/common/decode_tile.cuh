@@ -7,6 +7,7 @@
 #include "ptx_tma.cuh"
 #include "softmax.cuh"
 #include "decode_params.cuh"
+#include "split_merge.cuh"
 
 // Timeline hook inside the epilogue: the seesaw kernel's trace build defines it before including this file
 // (mla_decode_sm90.cu, -DFMLA_TRACE=1); a no-op everywhere else.
@@ -195,10 +196,34 @@ __device__ __forceinline__ void store_partial_rows(const DecodeParams& p, const 
   }
 }
 
+// After a split chunk's partial and LSEs are out: the last of the request's chunks to get here (counted per m-block and
+// KV head, i.e. per tile of rows) merges them all into out/lse, so no combine kernel runs after the decode. Every
+// thread publishes its stores device-wide (fence) before thread 0 counts the CTA in; the CTA that brings the count
+// to n_splits fences again and reads every partial through L2. Counters are zeroed by the host for each call.
+// `ticket`: 4 B of shared memory no thread reads or writes until the CTA's next barrier after this returns.
+template <bool kBF16>
+__device__ __forceinline__ void merge_if_last_chunk(const DecodeParams& p, const Chunk& c, int hk, int base_row,
+                                                    int tid, uint32_t ticket, int barrier) {
+  __threadfence();
+  named_barrier_sync_id(barrier, kThreads);
+  if (tid == 0) {
+    int* counter = p.split_counters + ((int64_t)c.req * p.h_kv + hk) * gridDim.x + base_row / kBlockM;
+    st_shared_s32(ticket, atomicAdd(counter, 1));
+  }
+  named_barrier_sync_id(barrier, kThreads);
+  const int n_splits = __ldg(p.num_splits + c.req + 1) - __ldg(p.num_splits + c.req);
+  if (ld_shared_at_use(ticket) != n_splits - 1) return;
+  __threadfence();
+  const int rows = (int)p.rows, end = min(rows, base_row + kBlockM);
+  for (int r = base_row + tid / 32; r < end; r += kThreads / 32)
+    merge_split_row<kBF16>(p, c.req, hk * rows + r, tid & 31);
+}
+
 // Epilogue of a chunk. WG `wg` holds O[:, 256wg : 256wg+256] of its two rows and a partial row sum; both WGs
 // hold the same running max. Sums are combined through s_rowsum [2][64], then O / sum is stored (16-bit to
 // `out`, or fp32 to the split workspace) with the LSE (natural log; +inf / -inf for rows with no key).
 // Both go through shared memory (store_out_rows, store_partial_rows: `staging`, and `wg_barrier` for this warpgroup alone).
+// A split chunk then takes part in its request's merge (merge_if_last_chunk) when the host gave split counters.
 template <bool kBF16>
 __device__ __forceinline__ void store_chunk(const DecodeParams& p, const Chunk& c, const float (&o)[128],
                                             RowState (&rs)[2], float* s_rowsum, int wg, int lane, int row_lo,
@@ -240,6 +265,8 @@ __device__ __forceinline__ void store_chunk(const DecodeParams& p, const Chunk& 
     const int r = rs[h].packed_row;
     if (r < rows && wg == 0 && (lane & 3) == 0) p.lse_accum[accum_row(p, c, hk, rows, r)] = lse2[h];
   }
+  if (p.split_counters != nullptr)    // staging: its reads are done once every thread has passed the first barrier
+    merge_if_last_chunk<kBF16>(p, c, hk, rs[0].packed_row - row_lo, 128 * wg + t_in_wg, staging, rowsum_barrier);
 }
 
 }  // namespace fmla
