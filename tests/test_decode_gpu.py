@@ -353,6 +353,8 @@ def test_split_merge_in_decode_and_in_combine(torch, monkeypatch, fresh_plans, m
     from flashmla_rt import kernels
     if merge == "combine":
         monkeypatch.setenv("FLASHMLA_RT_SPLIT_MERGE", "combine")
+    else:
+        monkeypatch.delenv("FLASHMLA_RT_SPLIT_MERGE", raising=False)
     b = 24 if lengths == "varlen24" else len(lengths)
     seqlens = gc.lengths(b, 6000, s_q, varlen=True, seed=b + h_q) if lengths == "varlen24" else np.array(lengths, np.int32)
     rows = s_q * h_q // h_kv
