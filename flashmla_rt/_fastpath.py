@@ -27,15 +27,9 @@ def _launch_kernel(*args):
     _launch_kernel = _dependent_launch.cupy_launch_kernel()
     return _launch_kernel(*args)
 
-def zero_async(ptr: int, nbytes: int, stream_ptr: int) -> None:
-    """cudaMemsetAsync(ptr, 0, nbytes) on the stream (a memset node under graph capture)."""
-    import cupy
-    cupy.cuda.runtime.memsetAsync(ptr, 0, nbytes, stream_ptr)
-
-
 # The per-call pointers, in kernels.DECODE_PARAMS_FIELDS order.
 POINTER_FIELDS = ("q", "kcache", "block_table", "seqlens", "sched_meta", "num_splits", "out", "lse", "o_accum",
-                  "lse_accum", "split_counters")
+               "lse_accum")
 # KernelArgs fills them with one struct pack, so they must be the record's first fields, 8 bytes each.
 if [kernels.DECODE_PARAMS_DTYPE.fields[f][1] for f in POINTER_FIELDS] != list(range(0, 8 * len(POINTER_FIELDS), 8)):
     raise RuntimeError("kernels.DECODE_PARAMS_DTYPE no longer starts with the POINTER_FIELDS: update KernelArgs")
@@ -77,23 +71,19 @@ def signature(tensors: tuple, head_dim_v, softmax_scale, causal):
 
 class LaunchPlan:
     """Everything about a call that the signature fixes; `launch` fills in the pointers."""
-    __slots__ = ("device", "out_shape", "lse_shape", "o_accum_elems", "ws_elems", "counter_offset", "counter_elems",
+    __slots__ = ("device", "out_shape", "lse_shape", "o_accum_elems", "ws_elems",
                  "record", "variant", "decode_fn", "decode_grid", "combine_fn", "combine_grid", "k_shape", "k_strides",
                  "_kv", "_args", "_decode_head", "_combine", "_float32")
 
     def __init__(self, *, device, out_shape, out_dtype, lse_shape, o_accum_elems, lse_accum_elems, record,
-                 decode_grid, combine_grid, k_shape, k_strides, variant=kernels.SEESAW, combine_wide=False,
-                 counter_elems=0):
+                 decode_grid, combine_grid, k_shape, k_strides, variant=kernels.SEESAW, combine_wide=False):
         import torch
         self.device = device
         self.out_shape, self.lse_shape = out_shape, lse_shape     # out takes q's dtype (out_dtype names it)
         self._float32 = torch.float32
-        # One fp32 workspace: o_accum, then lse_accum (16-byte aligned start), then (counter_elems > 0: the decode
-        # merges split requests itself, kernels.merges_in_decode) its int32 split counters, zeroed per call.
+        # One fp32 workspace: o_accum, then lse_accum (16-byte aligned start).
         self.o_accum_elems = o_accum_elems
-        self.counter_offset = 4 * (o_accum_elems + lse_accum_elems)
-        self.counter_elems = counter_elems
-        self.ws_elems = o_accum_elems + lse_accum_elems + counter_elems
+        self.ws_elems = o_accum_elems + lse_accum_elems
         self.record = np.asarray(record).tobytes()
         self.variant = variant
         self.decode_fn = kernels.decode_kernel(out_dtype, device, variant)
@@ -130,8 +120,7 @@ class LaunchPlan:
         kv = self._kv_entry(kp)
         return self._args.build(kv[1], (q.data_ptr(), kp, block_table.data_ptr(), cache_seqlens.data_ptr(),
                                         meta.data_ptr(), num_splits.data_ptr(), out.data_ptr(), lse.data_ptr(),
-                                        wp, wp + 4 * self.o_accum_elems,
-                                        wp + self.counter_offset if self.counter_elems else 0))
+                                        wp, wp + 4 * self.o_accum_elems))
 
     # cuLaunchKernel directly (CuPy's launcher converts each argument on every call).
     def launch_decode(self, params: ctypes.Array, stream_ptr: int) -> None:
@@ -150,10 +139,6 @@ class LaunchPlan:
         lse = q.new_empty(self.lse_shape, dtype=self._float32)
         ws = q.new_empty((self.ws_elems,), dtype=self._float32)
         params = self.kernel_params(q, k_cache, block_table, cache_seqlens, meta, num_splits, out, lse, ws)
-        if self.counter_elems:                         # the decode merges split requests: no combine
-            zero_async(ws.data_ptr() + self.counter_offset, 4 * self.counter_elems, stream_ptr)
-            self.launch_decode(params, stream_ptr)
-            return out, lse
         self.launch_decode(params, stream_ptr)         # `params` stays referenced until both launches return
         self.launch_combine(params, stream_ptr)
         return out, lse          # ws may be freed now: torch reuses it only for work queued after these launches

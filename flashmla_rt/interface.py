@@ -136,7 +136,6 @@ def _launch_decode(qt: Tensor, kt: Tensor, bt: Tensor, st: Tensor, mt: Tensor, n
     m_blocks = -(-rows // schedule.BLOCK_M)
     decode_grid = (m_blocks, h_kv, parts)
     combine_wide, combine_grid = kernels.combine_launch(b, h_kv, rows)
-    n_counters = kernels.split_counter_count(b, h_kv, m_blocks) if kernels.merges_in_decode(variant, combine_wide) else 0
     record_args = dict(
         q_stride_b=qt.strides[0], q_stride_s=qt.strides[1], q_stride_h=qt.strides[2],
         k_stride_block=kt.strides[0], k_stride_token=kt.strides[1], k_stride_head=kt.strides[2],
@@ -151,7 +150,7 @@ def _launch_decode(qt: Tensor, kt: Tensor, bt: Tensor, st: Tensor, mt: Tensor, n
             o_accum_elems=math.prod(o_accum_shape), lse_accum_elems=math.prod(lse_accum_shape),
             record=kernels.decode_params(**dict.fromkeys(_fastpath.POINTER_FIELDS, 0), **record_args),
             decode_grid=decode_grid, combine_grid=combine_grid, k_shape=kt.shape, k_strides=kt.strides,
-            variant=variant, combine_wide=combine_wide, counter_elems=n_counters)
+            variant=variant, combine_wide=combine_wide)
         _fastpath.remember(sig, plan)
         return plan.launch(qt.obj, kt.obj, bt.obj, st.obj, mt.obj, nt.obj, stream.ptr)
 
@@ -160,19 +159,12 @@ def _launch_decode(qt: Tensor, kt: Tensor, bt: Tensor, st: Tensor, mt: Tensor, n
     lse_obj, lse_t = _output(alloc, lse, "lse", (b, h_q, s_q), "float32", device)
     o_accum = alloc.empty(o_accum_shape, "float32")
     lse_accum = alloc.empty(lse_accum_shape, "float32")
-    counters = alloc.empty((n_counters,), "int32") if n_counters else None     # zeroed below, on the stream
-    counters_ptr = alloc.ptr(counters) if n_counters else 0
     params = kernels.decode_params(
         q=qt.ptr, kcache=kt.ptr, block_table=bt.ptr, seqlens=st.ptr, sched_meta=mt.ptr, num_splits=nt.ptr,
-        out=out_t.ptr, lse=lse_t.ptr, o_accum=alloc.ptr(o_accum), lse_accum=alloc.ptr(lse_accum),
-        split_counters=counters_ptr, **record_args)
+        out=out_t.ptr, lse=lse_t.ptr, o_accum=alloc.ptr(o_accum), lse_accum=alloc.ptr(lse_accum), **record_args)
     kv_maps = variant.kv_maps(kt.ptr, kt.shape, kt.strides)
-    if n_counters:
-        _fastpath.zero_async(counters_ptr, 4 * n_counters, stream.ptr)
     kernels.decode_kernel(qt.dtype, device, variant)(
         decode_grid, (variant.threads,), (*kv_maps, params), shared_mem=variant.smem_bytes, stream=stream)
-    if n_counters:                       # the decode merged its split requests itself
-        return alloc.export(out_obj), alloc.export(lse_obj)
     combine = kernels.combine_kernel(qt.dtype, device, combine_wide)
     record_address = (ctypes.c_void_p * 1)(params.ctypes.data)     # kernelParams: the record's address
     _dependent_launch.launcher(combine.ptr, tuple(combine_grid), (kernels.COMBINE_THREADS,), 0, "combine",

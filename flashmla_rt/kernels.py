@@ -95,29 +95,12 @@ def combine_launch(b: int, h_kv: int, rows: int) -> tuple:
         return True, (b, h_kv * rows, COMBINE_COLUMN_SPLITS)
     return False, (b, -(-(h_kv * rows) // COMBINE_ROWS_PER_CTA), 1)
 
-
-
-def merges_in_decode(variant: DecodeVariant, combine_wide: bool) -> bool:
-    """Whether the decode merges split requests itself (the seesaw kernel: the last chunk of a request to finish
-    merges its partials, on counters the host zeroes per call) so that no combine kernel runs after it. Few rows
-    with many splits each (the wide combine) keep the combine: one CTA merging 60+ partials would sit on the
-    kernel's tail. FLASHMLA_RT_SPLIT_MERGE=combine forces the combine kernel (benchmarks and tests compare)."""
-    if os.environ.get("FLASHMLA_RT_SPLIT_MERGE") == "combine":
-        return False
-    return variant.name == SEESAW.name and not combine_wide
-
-
-def split_counter_count(b: int, h_kv: int, m_blocks: int) -> int:
-    """int32 counters of the in-decode merge: one per (request, KV head, m-block), the CTAs that share a tile."""
-    return b * h_kv * m_blocks
-
-
 _SUFFIX = {"bfloat16": "bf16", "float16": "fp16"}
 
 # Field order of fmla::DecodeParams (kernels_cu/common/decode_params.cuh); every field is 8 bytes.
 DECODE_PARAMS_FIELDS = (
     "q", "kcache", "block_table", "seqlens", "sched_meta", "num_splits", "out", "lse", "o_accum", "lse_accum",
-    "split_counters", "q_stride_b", "q_stride_s", "q_stride_h", "k_stride_block", "k_stride_token", "k_stride_head",
+    "q_stride_b", "q_stride_s", "q_stride_h", "k_stride_block", "k_stride_token", "k_stride_head",
     "bt_stride", "bt_width", "num_cache_blocks", "page_shift", "batch", "s_q", "h_q", "h_kv", "ngroups", "rows", "causal",
 )
 DECODE_PARAMS_DTYPE = np.dtype([(f, np.int64) for f in DECODE_PARAMS_FIELDS]

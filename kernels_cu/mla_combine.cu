@@ -1,27 +1,187 @@
-// Merge split-KV partials (common/split_merge.cuh) for each (request, KV head, packed row) with more than one split,
-// where the decode did not merge them itself (the narrow kernel, and few rows with many splits).
+// Merge split-KV partials: for each (request, KV head, packed row) with more than one split,
+//   lse = log2 sum_k 2^lse_k,  O = sum_k 2^(lse_k - lse) O_k   (partials are already normalised).
 // Many rows (mla_combine_*): one warp per row, grid (b, rows / 8, 1), a lane owns four float4s (one per quarter of
 // the 512 columns). Few rows (mla_combine_wide_*, kernels.py picks it): that would leave most SMs idle, so one CTA
-// per (row, quarter) and its 8 warps share the splits. With up to 32 splits the LSEs and the first 2 (many rows)
-// or 8 (few rows) splits' partials go out together (a row with that many splits costs one round trip), and each
-// later step issues the next batch (predicated past the last split) before using any. Rows of unsplit
+// per (row, quarter) and its 8 warps share the splits. The merge is latency-bound, so loads are issued in batches
+// of 8 float4s per lane: with up to 32 splits the LSEs and the first 2 (many rows) or 8 (few rows) splits'
+// partials go out together (a row with that many splits costs one round trip), and each later step issues the
+// next batch (predicated past the last split) before using any. Rows of unsplit
 // requests were written by the decode kernel and are skipped. All partials empty -> out 0, lse +inf (FlashMLA's
 // convention).
 #include "common/nvrtc_shim.cuh"
 #include "common/ptx_grid.cuh"
 #include "common/softmax.cuh"
 #include "common/decode_params.cuh"
-#include "common/split_merge.cuh"
 
 namespace fmla {
 
 // kernels.COMBINE_THREADS and COMBINE_ROWS_PER_CTA (one warp per row). An enum, so nothing lands in the module.
-enum : int { kCombineThreads = 256, kCombineRowsPerCta = kCombineThreads / 32, kCombineColumnSplits = 4 };
+enum : int { kCombineThreads = 256, kCombineRowsPerCta = kCombineThreads / 32, kCombineColumnSplits = 4,
+             kCombineSplitsInFlight = 8 };
 #ifdef FMLA_EXPECT_COMBINE_THREADS
 static_assert(kCombineThreads == FMLA_EXPECT_COMBINE_THREADS, "kernels.COMBINE_THREADS differs");
 static_assert(kCombineRowsPerCta == FMLA_EXPECT_COMBINE_ROWS, "kernels.COMBINE_ROWS_PER_CTA differs");
 static_assert(kCombineColumnSplits == FMLA_EXPECT_COMBINE_COLUMN_SPLITS, "kernels.COMBINE_COLUMN_SPLITS differs");
 #endif
+
+template <bool kBF16>
+__device__ __forceinline__ void store4(void* dst, float4 v) {
+  *reinterpret_cast<uint2*>(dst) = make_uint2(pack2<kBF16>(v.x, v.y), pack2<kBF16>(v.z, v.w));
+}
+
+// acc += w v, where a weight of 0 (an empty partial) contributes nothing whatever its O holds.
+__device__ __forceinline__ void accumulate(float4& acc, float w, float4 v) {
+  const bool use = w != 0.f;
+  acc.x += use ? w * v.x : 0.f;
+  acc.y += use ? w * v.y : 0.f;
+  acc.z += use ? w * v.z : 0.f;
+  acc.w += use ? w * v.w : 0.f;
+}
+
+// One (request, KV head, packed row) to merge: where its partials are.
+struct CombineRow {
+  int req, flat, split0, n_splits, s, head;
+  int64_t stride;                                               // between consecutive splits of one row
+  const float* lse_k;                                           // log2 LSE of split k at lse_k[k * stride]
+};
+
+__device__ __forceinline__ CombineRow combine_row_of(const DecodeParams& p, int req, int flat) {
+  CombineRow c;
+  const int rows = (int)p.rows;
+  c.req = req;
+  c.flat = flat;                                                // hk * rows + r
+  c.split0 = p.num_splits[req];
+  c.n_splits = p.num_splits[req + 1] - c.split0;
+  const int hk = flat / rows, r = flat % rows;
+  c.s = r / (int)p.ngroups;
+  c.head = hk * (int)p.ngroups + r % (int)p.ngroups;
+  c.stride = p.h_kv * rows;
+  c.lse_k = p.lse_accum + (int64_t)c.split0 * c.stride + flat;
+  return c;
+}
+
+// This lane's 4 columns of the row's first partial; split k is k * stride * kHeadDimV floats further.
+__device__ __forceinline__ const float* partial0(const DecodeParams& p, const CombineRow& c, int col) {
+  return p.o_accum + ((int64_t)c.split0 * c.stride + c.flat) * kHeadDimV + col;
+}
+// Reductions over the 32 lanes of a warp.
+__device__ __forceinline__ float warp_max(float x) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, o));
+  return x;
+}
+__device__ __forceinline__ float warp_sum(float x) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) x += __shfl_xor_sync(0xffffffffu, x, o);
+  return x;
+}
+
+// log2 of the merged LSE (-inf when every partial is empty); the 32 lanes of a warp share the splits.
+__device__ __forceinline__ float merged_lse2(const CombineRow& c, int lane) {
+  float mx = neg_inf();
+  for (int k = lane; k < c.n_splits; k += 32) mx = fmaxf(mx, c.lse_k[k * c.stride]);
+  mx = warp_max(mx);
+  float sum = 0.f;
+  if (mx != neg_inf())
+    for (int k = lane; k < c.n_splits; k += 32) sum += exp2f(c.lse_k[k * c.stride] - mx);
+  sum = warp_sum(sum);
+  return row_lse2(mx, sum);
+}
+
+// kQ float4s of one lane: columns col + kQuarterCols * q, q < kQ (kQ = 4: the whole row across the warp).
+constexpr int kQuarterCols = kHeadDimV / 4;
+template <int kQ>
+struct Lane4s {
+  float4 v[kQ];
+};
+
+template <int kQ>
+__device__ __forceinline__ Lane4s<kQ> load_lane(const float* src, bool real) {
+  Lane4s<kQ> x;
+#pragma unroll
+  for (int q = 0; q < kQ; ++q)
+    x.v[q] = real ? *reinterpret_cast<const float4*>(src + kQuarterCols * q) : make_float4(0.f, 0.f, 0.f, 0.f);
+  return x;
+}
+template <int kQ>
+__device__ __forceinline__ void accumulate(Lane4s<kQ>& acc, float w, const Lane4s<kQ>& v) {
+#pragma unroll
+  for (int q = 0; q < kQ; ++q) accumulate(acc.v[q], w, v.v[q]);
+}
+template <int kQ>
+__device__ __forceinline__ Lane4s<kQ> zero_lane() {
+  return load_lane<kQ>(nullptr, false);
+}
+
+// sum over splits k = k0, k0 + step, ... of 2^(lse_k - lse2) O_k at this lane's kQ float4s from `col`: each step
+// of the loop issues the loads of kCombineSplitsInFlight / kQ splits (predicated past the last split) before
+// using any.
+template <int kQ>
+__device__ __forceinline__ Lane4s<kQ> weighted_sum(const DecodeParams& p, const CombineRow& c, float lse2, int col,
+                                                   int k0, int step) {
+  constexpr int kF = kCombineSplitsInFlight / kQ;
+  const int64_t split_step = c.stride * kHeadDimV;              // floats between one row's consecutive partials
+  const float* src = partial0(p, c, col);
+  Lane4s<kQ> acc = zero_lane<kQ>();
+  for (int k = k0; k < c.n_splits; k += kF * step) {
+    float w[kF];
+    Lane4s<kQ> v[kF];
+#pragma unroll
+    for (int j = 0; j < kF; ++j) {
+      const int kj = k + j * step;
+      const bool real = kj < c.n_splits;                        // past the last split: weight 0, nothing read
+      w[j] = real ? exp2f(c.lse_k[kj * c.stride] - lse2) : 0.f;
+      v[j] = load_lane<kQ>(src + kj * split_step, real);
+    }
+#pragma unroll
+    for (int j = 0; j < kF; ++j) accumulate(acc, w[j], v[j]);
+  }
+  return acc;
+}
+
+// out[req, s, head, col..col+3] = acc (16-bit); lse (natural log, +inf when empty) once per row.
+template <bool kBF16>
+__device__ __forceinline__ void store_row(const DecodeParams& p, const CombineRow& c, float lse2, float4 acc, int col,
+                                          bool write_lse) {
+  uint8_t* dst = static_cast<uint8_t*>(p.out) + 2 * out_row_offset(p, c.req, c.s, c.head);
+  store4<kBF16>(dst + 2 * col, acc);
+  if (write_lse)
+    p.lse[lse_index(p, c.req, c.s, c.head)] = lse_natural(lse2);
+}
+
+// Up to 32 splits (lane k holds split k's LSE): the LSEs and the first kCombineSplitsInFlight / kQ splits'
+// partials are loaded together, since the partials do not depend on them, so a row with that many splits costs
+// one round trip to memory.
+template <int kQ>
+__device__ __forceinline__ Lane4s<kQ> merge_up_to_32(const DecodeParams& p, const CombineRow& c, int col, int lane,
+                                                     float& lse2) {
+  constexpr int kF = kCombineSplitsInFlight / kQ;
+  const int64_t split_step = c.stride * kHeadDimV;
+  const float* src = partial0(p, c, col);
+  const float my_lse = lane < c.n_splits ? c.lse_k[lane * c.stride] : neg_inf();
+  Lane4s<kQ> v[kF];
+#pragma unroll
+  for (int j = 0; j < kF; ++j) v[j] = load_lane<kQ>(src + j * split_step, j < c.n_splits);
+  float mx = my_lse;
+  mx = warp_max(mx);
+  float sum = (mx != neg_inf()) ? exp2f(my_lse - mx) : 0.f;  // exp2(-inf) = 0 for lanes past the last split
+  sum = warp_sum(sum);
+  lse2 = row_lse2(mx, sum);
+  Lane4s<kQ> acc = zero_lane<kQ>();
+  if (lse2 == neg_inf()) return acc;                            // every partial is empty
+#pragma unroll
+  for (int j = 0; j < kF; ++j)                                  // weight 0 past the last split: v[j] unused
+    accumulate(acc, exp2f(__shfl_sync(0xffffffffu, my_lse, j) - lse2), v[j]);
+  for (int k = kF; k < c.n_splits; k += kF) {
+    Lane4s<kQ> u[kF];
+#pragma unroll
+    for (int j = 0; j < kF; ++j) u[j] = load_lane<kQ>(src + (k + j) * split_step, k + j < c.n_splits);
+#pragma unroll
+    for (int j = 0; j < kF; ++j)
+      accumulate(acc, exp2f(__shfl_sync(0xffffffffu, my_lse, (k + j) & 31) - lse2) * (k + j < c.n_splits), u[j]);
+  }
+  return acc;
+}
 
 // Run first by every combine CTA; false: the CTA has nothing to do. Launched as the decode's programmatic
 // dependent (the many-rows combine, kernels.py), CTAs start while the decode still runs, as its SMs free up.
@@ -42,8 +202,19 @@ template <bool kBF16>
 __device__ void combine_rows(const DecodeParams& p) {
   const int flat = blockIdx.y * kCombineRowsPerCta + threadIdx.x / 32, lane = threadIdx.x & 31;
   if (flat >= p.h_kv * p.rows) return;
-  if (p.num_splits[blockIdx.x + 1] - p.num_splits[blockIdx.x] <= 1) return;
-  merge_split_row<kBF16>(p, blockIdx.x, flat, lane);
+  const CombineRow c = combine_row_of(p, blockIdx.x, flat);
+  if (c.n_splits <= 1) return;
+  const int col = 4 * lane;
+  float lse2;
+  Lane4s<4> acc;
+  if (c.n_splits <= 32) {
+    acc = merge_up_to_32<4>(p, c, col, lane, lse2);
+  } else {
+    lse2 = merged_lse2(c, lane);
+    acc = lse2 == neg_inf() ? zero_lane<4>() : weighted_sum<4>(p, c, lse2, col, 0, 1);
+  }
+#pragma unroll
+  for (int q = 0; q < 4; ++q) store_row<kBF16>(p, c, lse2, acc.v[q], col + kQuarterCols * q, lane == 0 && q == 0);
 }
 
 // Few rows, many splits (b = 1 or 4, long): one CTA per (row, column quarter); warp w takes splits w, w + 8, ...

@@ -2,7 +2,6 @@
 import ctypes
 
 import numpy as np
-import pytest
 
 from flashmla_rt import _fastpath, kernels
 
@@ -35,11 +34,9 @@ def test_plan_cache_is_bounded():
     _fastpath._plans.clear()
 
 
-@pytest.mark.parametrize("counter_elems", [0, 24])
-def test_plan_launch_with_stand_ins(monkeypatch, route_dependent_launches, counter_elems):
+def test_plan_launch_with_stand_ins(monkeypatch, route_dependent_launches):
     """Build and launch a plan against stand-ins for torch and the kernels: both launches get the patched record,
-    the workspace split and the caller's stream. With split counters (the decode merges split requests), the
-    counters at the workspace's end are zeroed on that stream first, and no combine follows the decode."""
+    the workspace split and the caller's stream."""
     import sys
     import types
     fake = types.ModuleType("torch")
@@ -76,18 +73,8 @@ def test_plan_launch_with_stand_ins(monkeypatch, route_dependent_launches, count
     plan = _fastpath.LaunchPlan(device=0, out_shape=(1, 1, 16, 512), out_dtype="bfloat16", lse_shape=(1, 16, 1),
                                 o_accum_elems=1024, lse_accum_elems=4, record=rec, decode_grid=(1, 1, 2),
                                 combine_grid=(1, 2), k_shape=(4, 64, 1, 576), k_strides=(36864, 576, 576, 1),
-                                variant=kernels.SEESAW._replace(kv_maps=lambda *a: (kv_map, kv_map[::-1].copy())),
-                                counter_elems=counter_elems)
-    zeroed = []
-    monkeypatch.setattr(_fastpath, "zero_async", lambda *a: zeroed.append(a))
+                                variant=kernels.SEESAW._replace(kv_maps=lambda *a: (kv_map, kv_map[::-1].copy())))
     assert plan.launch(*(FakeTensor(i) for i in range(1, 7)), 123) is not None
-    ws = 4096 * 8                                      # every new_empty of the stand-in returns FakeTensor(7)
-    if counter_elems:
-        assert zeroed == [(ws + 4 * (1024 + 4), 4 * counter_elems, 123)] and len(calls) == 1
-        fields = np.frombuffer(calls[0][-1][2], kernels.DECODE_PARAMS_DTYPE)[0]
-        assert int(fields["split_counters"]) == ws + 4 * (1024 + 4)
-        return
-    assert zeroed == []
     (dfn, dgrid, dblock, dsmem, dstream, dargs), (cfn, cgrid, cblock, csmem, cstream, cargs) = calls
     assert (dfn, dgrid, dblock, dsmem, dstream) == (11, (1, 1, 2), (kernels.DECODE_THREADS, 1, 1),
                                                     kernels.DECODE_SMEM_BYTES, 123)
@@ -97,21 +84,7 @@ def test_plan_launch_with_stand_ins(monkeypatch, route_dependent_launches, count
     assert [int(fields[f]) for f in ("q", "kcache", "num_splits", "out")] == [8192, 12288, 28672, 32768]
     assert int(fields["lse_accum"]) == int(fields["o_accum"]) + 4 * 1024
     assert fields["scale_log2"] == np.float32(0.1) and int(fields["batch"]) == 1
-    assert int(fields["split_counters"]) == 0
     assert cargs[0] == dargs[2]
-
-
-def test_which_calls_merge_in_the_decode(monkeypatch):
-    """The seesaw kernel merges split requests itself except where the wide combine runs (few rows, many splits);
-    the narrow kernels always leave it to the combine; the environment switch forces the combine."""
-    monkeypatch.delenv("FLASHMLA_RT_SPLIT_MERGE", raising=False)
-    assert kernels.merges_in_decode(kernels.SEESAW, False)
-    assert not kernels.merges_in_decode(kernels.SEESAW, True)
-    assert not kernels.merges_in_decode(kernels.NARROW16, False)
-    assert not kernels.merges_in_decode(kernels.NARROW32, False)
-    monkeypatch.setenv("FLASHMLA_RT_SPLIT_MERGE", "combine")
-    assert not kernels.merges_in_decode(kernels.SEESAW, False)
-    assert kernels.split_counter_count(128, 1, 2) == 256
 
 
 def test_misaligned_pointer_declines_the_plan(monkeypatch):

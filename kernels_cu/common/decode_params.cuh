@@ -20,8 +20,6 @@ struct DecodeParams {
   float* lse;                    // [b, h_q, s_q], contiguous, natural log
   float* o_accum;                // [splits, h_kv, rows, 512] fp32 normalised partials
   float* lse_accum;              // [splits, h_kv, rows] log2 LSE of each partial (-inf = empty)
-  int* split_counters;           // [b, h_kv, m_blocks] zeroed by the host per call: the decode merges split requests
-                                 // itself (decode_tile.cuh); null: the combine kernel merges them
   int64_t q_stride_b, q_stride_s, q_stride_h;
   int64_t k_stride_block, k_stride_token, k_stride_head;
   int64_t bt_stride;

@@ -7,7 +7,6 @@
 #include "ptx_tma.cuh"
 #include "softmax.cuh"
 #include "decode_params.cuh"
-#include "split_merge.cuh"
 
 // Timeline hook inside the epilogue: the seesaw kernel's trace build defines it before including this file
 // (mla_decode_sm90.cu, -DFMLA_TRACE=1); a no-op everywhere else.
@@ -196,106 +195,10 @@ __device__ __forceinline__ void store_partial_rows(const DecodeParams& p, const 
   }
 }
 
-// The in-decode merge of one tile of rows (rows [base_row, base_row + 64) of KV head hk of request req) by the
-// 256 consumer threads, from its n_splits partials in L2. It is bandwidth-bound, not latency-bound: phase A (4
-// threads a row) turns the partials' LSEs into per-(split, row) weights in shared memory (`weights`, n_splits x 64
-// floats) and writes the merged LSE; phase B gives each thread 32 float4s of the tile (a warp: 512 contiguous bytes
-// of one row) and, 8 float4s at a time, issues two splits' loads (16 in flight) before it uses any (16 at a time spilled).
-constexpr int kMergeBatch = 8;                    // float4s of the tile per thread and round
-constexpr int kMergeSplits = 2;                   // splits whose loads are issued together (4 spilled)
-template <bool kBF16>
-__device__ __forceinline__ void merge_tile(const DecodeParams& p, int req, int hk, int base_row, int tid,
-                                           uint32_t weights, int barrier) {
-  const int rows = (int)p.rows, n_rows = min(rows - base_row, kBlockM), ngroups = (int)p.ngroups;
-  const int split0 = __ldg(p.num_splits + req), n_splits = __ldg(p.num_splits + req + 1) - split0;
-  const int64_t stride = p.h_kv * rows;                       // between one row's consecutive splits
-  const int flat0 = hk * rows + base_row;
-  {
-    const int r = tid >> 2, sub = tid & 3;                      // a quad per row
-    const float* lse_k = p.lse_accum + (int64_t)split0 * stride + flat0 + r;
-    float mx = neg_inf(), sum = 0.f;
-    if (r < n_rows)
-      for (int k = sub; k < n_splits; k += 4) mx = fmaxf(mx, __ldcg(lse_k + k * stride));
-    mx = quad_max(mx);
-    if (r < n_rows && mx != neg_inf())
-      for (int k = sub; k < n_splits; k += 4) sum += exp2f(__ldcg(lse_k + k * stride) - mx);
-    sum = quad_sum(sum);
-    const float lse2 = row_lse2(mx, sum);
-    if (r < n_rows) {
-      for (int k = sub; k < n_splits; k += 4)                   // weight 0: an empty partial contributes nothing
-        st_shared_f32(weights + 4 * (k * kBlockM + r), lse2 == neg_inf() ? 0.f : exp2f(__ldcg(lse_k + k * stride) - lse2));
-      if (sub == 0) {
-        const int pr = base_row + r;
-        p.lse[lse_index(p, req, pr / ngroups, hk * ngroups + pr % ngroups)] = lse_natural(lse2);
-      }
-    }
-  }
-  named_barrier_sync_id(barrier, kThreads);
-  const float* o0 = p.o_accum + ((int64_t)split0 * stride + flat0) * kHeadDimV;
-  const int64_t split_step = stride * kHeadDimV;
-#pragma unroll 1
-  for (int j0 = 0; j0 < 32; j0 += kMergeBatch) {
-    float4 acc[kMergeBatch];
-#pragma unroll
-    for (int j = 0; j < kMergeBatch; ++j) acc[j] = make_float4(0.f, 0.f, 0.f, 0.f);
-#pragma unroll 1
-    for (int k = 0; k < n_splits; k += kMergeSplits) {
-      float4 v[kMergeSplits][kMergeBatch];
-#pragma unroll
-      for (int kk = 0; kk < kMergeSplits; ++kk)
-#pragma unroll
-        for (int j = 0; j < kMergeBatch; ++j) {
-          const int i = tid + kThreads * (j0 + j), r = i >> 7;   // 128 float4s a row
-          const bool real = k + kk < n_splits && r < n_rows;
-          v[kk][j] = real ? __ldcg(reinterpret_cast<const float4*>(o0 + (k + kk) * split_step + 4 * i))
-                          : make_float4(0.f, 0.f, 0.f, 0.f);
-        }
-#pragma unroll
-      for (int kk = 0; kk < kMergeSplits; ++kk)
-#pragma unroll
-        for (int j = 0; j < kMergeBatch; ++j) {
-          const int r = (tid + kThreads * (j0 + j)) >> 7;
-          const float w = (k + kk < n_splits) ? ld_shared_f32(weights + 4 * ((k + kk) * kBlockM + r)) : 0.f;
-          accumulate(acc[j], w, v[kk][j]);
-        }
-    }
-#pragma unroll
-    for (int j = 0; j < kMergeBatch; ++j) {
-      const int i = tid + kThreads * (j0 + j), r = i >> 7, pr = base_row + r;
-      if (r >= n_rows) continue;
-      uint8_t* dst = static_cast<uint8_t*>(p.out) + 2 * out_row_offset(p, req, pr / ngroups, hk * ngroups + pr % ngroups);
-      store4<kBF16>(dst + 8 * (i & 127), acc[j]);
-    }
-  }
-}
-
-// After a split chunk's partial and LSEs are out: the last of the request's chunks to get here (counted per m-block and
-// KV head, i.e. per tile of rows) merges them all into out/lse (merge_tile), so no combine kernel runs after the
-// decode. Every thread publishes its stores device-wide (fence) before thread 0 counts the CTA in; the CTA that
-// brings the count to n_splits fences again and reads every partial through L2. Counters are zeroed by the host for
-// each call. `staging`: shared memory (>= 16 + n_splits x 256 B) that no thread touches again until the CTA's next
-// barrier after this returns: the ticket at its start, then the merge's weights.
-template <bool kBF16>
-__device__ __forceinline__ void merge_if_last_chunk(const DecodeParams& p, const Chunk& c, int hk, int base_row,
-                                                    int tid, uint32_t staging, int barrier) {
-  __threadfence();
-  named_barrier_sync_id(barrier, kThreads);
-  if (tid == 0) {
-    int* counter = p.split_counters + ((int64_t)c.req * p.h_kv + hk) * gridDim.x + base_row / kBlockM;
-    st_shared_s32(staging, atomicAdd(counter, 1));
-  }
-  named_barrier_sync_id(barrier, kThreads);
-  const int n_splits = __ldg(p.num_splits + c.req + 1) - __ldg(p.num_splits + c.req);
-  if (ld_shared_at_use(staging) != n_splits - 1) return;
-  __threadfence();
-  merge_tile<kBF16>(p, c.req, hk, base_row, tid, staging + 16, barrier);
-}
-
 // Epilogue of a chunk. WG `wg` holds O[:, 256wg : 256wg+256] of its two rows and a partial row sum; both WGs
 // hold the same running max. Sums are combined through s_rowsum [2][64], then O / sum is stored (16-bit to
 // `out`, or fp32 to the split workspace) with the LSE (natural log; +inf / -inf for rows with no key).
 // Both go through shared memory (store_out_rows, store_partial_rows: `staging`, and `wg_barrier` for this warpgroup alone).
-// A split chunk then takes part in its request's merge (merge_if_last_chunk) when the host gave split counters.
 template <bool kBF16>
 __device__ __forceinline__ void store_chunk(const DecodeParams& p, const Chunk& c, const float (&o)[128],
                                             RowState (&rs)[2], float* s_rowsum, int wg, int lane, int row_lo,
@@ -337,8 +240,6 @@ __device__ __forceinline__ void store_chunk(const DecodeParams& p, const Chunk& 
     const int r = rs[h].packed_row;
     if (r < rows && wg == 0 && (lane & 3) == 0) p.lse_accum[accum_row(p, c, hk, rows, r)] = lse2[h];
   }
-  if (p.split_counters != nullptr)    // staging: its reads are done once every thread has passed the first barrier
-    merge_if_last_chunk<kBF16>(p, c, hk, rs[0].packed_row - row_lo, 128 * wg + t_in_wg, staging, rowsum_barrier);
 }
 
 }  // namespace fmla
