@@ -243,16 +243,12 @@ __device__ void combine_wide(const DecodeParams& p) {
 }  // namespace fmla
 
 // Many rows: grid (b, ceil(h_kv * rows / 8), 1), 256 threads = 8 rows; 3 CTAs per SM (72 registers: a lane holds
-// two splits' 8 float4s; at 64 it spills 8 B). The switch is for experiments (-DFMLA_COMBINE_MIN_CTAS=4: fewer waves
-// of combine CTAs on the varlen rows, at that spill).
-#ifndef FMLA_COMBINE_MIN_CTAS
-#define FMLA_COMBINE_MIN_CTAS 3
-#endif
-extern "C" __global__ void __launch_bounds__(fmla::kCombineThreads, FMLA_COMBINE_MIN_CTAS)
+// two splits' 8 float4s; at 64 it spilled).
+extern "C" __global__ void __launch_bounds__(fmla::kCombineThreads, 3)
     mla_combine_bf16(const __grid_constant__ fmla::DecodeParams p) {
   if (fmla::combine_prologue(p)) fmla::combine_rows<true>(p);
 }
-extern "C" __global__ void __launch_bounds__(fmla::kCombineThreads, FMLA_COMBINE_MIN_CTAS)
+extern "C" __global__ void __launch_bounds__(fmla::kCombineThreads, 3)
     mla_combine_fp16(const __grid_constant__ fmla::DecodeParams p) {
   if (fmla::combine_prologue(p)) fmla::combine_rows<false>(p);
 }
