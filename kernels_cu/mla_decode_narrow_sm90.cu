@@ -16,6 +16,7 @@
 // the sequence's last page past its end are zeroed in V before P·V (TMA loads them and they may hold NaN);
 // pages past the end and invalid block ids are zero-filled by TMA.
 #include "common/nvrtc_shim.cuh"
+#include "common/trace_cta.cuh"
 #include "common/ptx_async.cuh"
 #include "common/ptx_grid.cuh"
 #include "common/ptx_tma.cuh"
@@ -339,9 +340,11 @@ __device__ void consume(const DecodeParams& p, const int* meta, int hk, uint32_t
         if (lane == 0) mbarrier_arrive(empty0 + 8 * s); // this warp is done with the stage
       }
     }
+    if (req == end_req) FMLA_TRACE_CTA(2);               // trace builds: the last chunk's blocks are done
     store_chunk<N, kBF16>(p, c, o, cs, red, hk, warp, lane, sQ, tid);
     consumer_sync(kBarChunk);                            // Q and the reduction buffer are reused next chunk
   }
+  FMLA_TRACE_CTA(1);
 }
 
 template <int N, bool kBF16>
@@ -362,6 +365,7 @@ __device__ void decode_cta(const TmaDesc* kv_map, const DecodeParams& p) {
     fence_mbarrier_init();
   }
   __syncthreads();
+  FMLA_TRACE_CTA(0);
   if (tid >= kConsumerThreads) {
     if (tid == kConsumerThreads) produce<N>(kv_map, p, meta, hk, base + Plan<N>::kOffStage0, full0, empty0);
     return;

@@ -23,17 +23,13 @@
 // Rows of the sequence's last page past its end are loaded by TMA (they may hold NaN) and are zeroed in V before
 // P·V; pages past the end and invalid block ids get an out-of-range coordinate (TMA zero fill).
 #include "common/nvrtc_shim.cuh"
+#include "common/trace_cta.cuh"
 #ifdef FMLA_TRACE
 // Trace-build helpers, ahead of decode_tile.cuh so that its epilogue hook can use them. The arrays and the other
 // events are described with the timeline probe below; fmla_trace_chunk_cur is the chunk whose epilogue runs, set
 // by decode_cta, since store_chunk does not know its chunk's index.
 extern "C" __device__ unsigned long long fmla_trace_chunk[8 * 16];
 extern "C" __device__ int fmla_trace_chunk_cur;
-__device__ __forceinline__ unsigned long long globaltimer_ns() {
-  unsigned long long t;
-  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
-  return t;
-}
 __device__ __forceinline__ bool is_trace_thread() {   // thread 0 of CTA (0, 0, 0)
   return threadIdx.x == 0 && blockIdx.x == 0 && blockIdx.y == 0 && blockIdx.z == 0;
 }
@@ -159,14 +155,13 @@ static_assert(2 * 128 * kConsumerRegs + 128 * kProducerRegs <= kThreadsWithProdu
 // clock64 of event `ev` of warpgroup `wg` in pair `pair` of CTA (0, 0, 0), first 64 pairs. Warpgroup 2 is the
 // producer: events 0-2 (stage 0) and 3-5 (stage 1) are its region issues, by the stage's block count.
 // Wall clock (%globaltimer, ns): fmla_trace_ns[pair] at WG0's start of each traced pair (with its clock64, the SM
-// clock rate), and fmla_trace_cta[3 * cta + k] for every CTA (linear id < 4096): k = 0 its start, 1 its end, 2 its
+// clock rate), and fmla_trace_cta (common/trace_cta.cuh) for every CTA (linear id < 4096): k = 0 its start, 1 its end, 2 its
 // last chunk's pairs done (the epilogue's start): CTA durations against the pairs' share, and the kernel's tail.
 // fmla_trace_chunk[8 * k + e] (ns), CTA (0, 0, 0)'s chunk k < 16: e = 0 its Q issued, 1 Q landed (both warpgroups),
 // 2 its pairs done, 3 its epilogue done (4 and 5: inside the epilogue, above): what a chunk boundary costs.
 #ifdef FMLA_TRACE
 extern "C" __device__ unsigned long long fmla_trace[3 * 8 * 64];
 extern "C" __device__ unsigned long long fmla_trace_ns[64];
-extern "C" __device__ unsigned long long fmla_trace_cta[3 * 4096];
 #define FMLA_TRACE_AT(wg, ev, pair)                                                                      \
   do {                                                                                                   \
     if (blockIdx.x == 0 && blockIdx.y == 0 && blockIdx.z == 0 && (pair) < 64) {                          \
@@ -177,11 +172,6 @@ extern "C" __device__ unsigned long long fmla_trace_cta[3 * 4096];
 #define FMLA_TRACE_EVENT(wg, ev, pair)                                                                   \
   do {                                                                                                   \
     if ((threadIdx.x & 127) == 0) FMLA_TRACE_AT(wg, ev, pair);                                           \
-  } while (0)
-#define FMLA_TRACE_CTA(k)                                                                                \
-  do {                                                                                                   \
-    const unsigned cta = blockIdx.x + gridDim.x * (blockIdx.y + gridDim.y * blockIdx.z);                 \
-    if (threadIdx.x == 0 && cta < 4096) fmla_trace_cta[3 * cta + (k)] = globaltimer_ns();                \
   } while (0)
 #define FMLA_TRACE_CHUNK(k, e)                                                                           \
   do {                                                                                                   \
@@ -196,7 +186,6 @@ extern "C" __device__ unsigned long long fmla_trace_cta[3 * 4096];
 #define FMLA_TRACE_CHUNK_CUR(k) do {} while (0)
 #define FMLA_TRACE_AT(wg, ev, pair) do {} while (0)
 #define FMLA_TRACE_EVENT(wg, ev, pair) do {} while (0)
-#define FMLA_TRACE_CTA(k) do {} while (0)
 #endif
 
 // Q·Kᵀ tile order: each WG starts with the tiles of its stage that were refilled earliest.

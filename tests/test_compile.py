@@ -108,6 +108,18 @@ def test_no_spills_no_local_memory(compiled, src):
         assert 0 < r.registers <= 255, r
 
 
+@pytest.mark.parametrize("src", [kernels.DECODE_SOURCE, kernels.NARROW_SOURCE])
+def test_trace_builds_compile_and_mark_every_cta(compiled, session_cache, monkeypatch, src):
+    """-DFMLA_TRACE=1 (bench/trace_decode.py, bench/trace_ctas.py) builds both decode kernels with the per-CTA
+    timeline array, also without spills; the production build has none of it."""
+    monkeypatch.setenv("FLASHMLA_RT_CACHE_DIR", str(session_cache))
+    traced = compiler.compile_source(src, ("-DFMLA_TRACE=1",), quiet=True)
+    for r in traced.reports:
+        assert r.spill_stores == 0 and r.spill_loads == 0 and not r.uses_local_memory, f"{r.name}: {r}"
+    assert b"fmla_trace_cta" in Path(traced.path).read_bytes()
+    assert b"fmla_trace_cta" not in Path(compiled[src].path).read_bytes()
+
+
 @pytest.mark.parametrize("src", kernels.ALL_SOURCES)
 def test_cubins_are_complete_elf_images(compiled, src):
     """The cached image is as long as its ELF headers say (CuPy's getCUBIN alone drops the last byte, and then

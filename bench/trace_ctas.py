@@ -1,0 +1,81 @@
+"""Every CTA's timeline in the decode kernel a bench row really runs (seesaw or narrow), from a trace build's
+fmla_trace_cta marks (common/trace_cta.cuh): when CTAs finish their blocks and end, against the work their
+schedule row gave them. It answers whether a row's tail is schedule-made (the last CTAs had more blocks) or
+service-made (equal work, served slower), and what a perfectly balanced tail would save.
+Usage (device): python3 bench/trace_ctas.py ROW [ROW ...]   (bench rows; env TRACE_WARMUP, default 20 calls)"""
+import os
+import sys
+from pathlib import Path
+
+sys.path.append(str(Path(__file__).resolve().parents[1]))
+os.environ["FLASHMLA_RT_NVRTC_OPTIONS"] = "-DFMLA_TRACE=1 " + os.environ.get("FLASHMLA_RT_NVRTC_OPTIONS", "")
+import cupy  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from flashmla_rt import bench, kernels, schedule  # noqa: E402
+from flashmla_rt.jit import module  # noqa: E402
+
+
+def cta_marks(source: str):
+    """fmla_trace_cta of the loaded module `source` as a CuPy view [4096, 3] (start, end, blocks done; ns)."""
+    g = module._modules[(source, 0)].get_global_var("fmla_trace_cta")
+    addr = g[0] if isinstance(g, tuple) else getattr(g, "ptr", g)
+    mem = cupy.cuda.MemoryPointer(cupy.cuda.UnownedMemory(int(addr), 4096 * 3 * 8, None), 0)
+    return cupy.ndarray((4096, 3), cupy.uint64, mem)
+
+
+def report(row: int) -> None:
+    b, s_q, h_q, s_k, varlen = bench.BASELINE[row][:5]
+    q, k, bt, sl = bench.make_inputs(b, s_q, h_q, s_k, varlen, 0)
+    call = bench.make_call(bench.load_ours()[0], q, k, bt, sl, s_q, h_q)
+    for _ in range(int(os.environ.get("TRACE_WARMUP", "20"))):     # a sustained clock, not a cold one
+        call()
+    torch.cuda.synchronize()
+    rows = s_q * h_q // bench.H_KV
+    variant = kernels.decode_variant(rows)
+    marks = cta_marks(variant.source)
+    marks.fill(0)
+    torch.cuda.synchronize()
+    call()
+    torch.cuda.synchronize()
+    seqlens = sl.cpu().numpy()
+    meta, _ = schedule.plan(seqlens, schedule.num_sm_parts(132, rows, bench.H_KV))   # the device plan's twin
+    print(f"row {row} {bench.row_label(b, s_q, h_q, s_k, varlen)}: {variant.name}")
+    analyse(marks.get().astype(np.int64), meta, seqlens, -(-rows // schedule.BLOCK_M) * bench.H_KV)
+
+
+def analyse(m: np.ndarray, meta: np.ndarray, seqlens, ctas_per_part: int) -> None:
+    """Print the timeline of marks m [4096, 3] (ns) for CTAs whose linear id is m_block + ctas_per_part * part."""
+    work = np.zeros(meta.shape[0])                   # blocks and chunks of each part
+    chunks = np.zeros(meta.shape[0])
+    for part, _, first, last, _ in schedule.chunks(meta, seqlens):
+        work[part] += last - first
+        chunks[part] += 1
+    live = np.arange(min(ctas_per_part * meta.shape[0], 4096))
+    live = live[(m[live, 0] > 0) & (m[live, 1] > 0) & (m[live, 2] > 0)]
+    live = live[work[live // ctas_per_part] > 0]       # CTAs whose chunks have blocks (not only empty requests)
+    t0 = m[live, 0].min()
+    start, end, done = (m[live, 0] - t0) / 1e3, (m[live, 1] - t0) / 1e3, (m[live, 2] - t0) / 1e3
+    part = live // ctas_per_part
+    blocks = work[part]
+    print(f"  {len(live)} CTAs with blocks ({int((work > 0).sum())} of {len(work)} parts); span {end.max():.1f} us; starts spread {start.max():.1f} us")
+    for name, x in (("blocks done", done), ("end", end), ("epilogue", end - done)):
+        print(f"  {name:11s} us: min {x.min():7.1f} p10 {np.percentile(x, 10):7.1f} p50 {np.median(x):7.1f} "
+              f"p90 {np.percentile(x, 90):7.1f} max {x.max():7.1f}")
+    rate = blocks / np.maximum(done - start, 1e-3)    # blocks per us, per CTA
+    print(f"  blocks per CTA: min {blocks.min():.0f} p50 {np.median(blocks):.0f} max {blocks.max():.0f}; "
+          f"blocks per us p10 {np.percentile(rate, 10):.3f} p50 {np.median(rate):.3f} p90 {np.percentile(rate, 90):.3f}")
+    late = np.argsort(end)[-8:]
+    print("  the 8 last to end (cta, part, blocks, chunks, blocks done us, end us):",
+          [(int(live[i]), int(part[i]), int(blocks[i]), int(chunks[part[i]]), round(float(done[i]), 1),
+            round(float(end[i]), 1)) for i in late])
+    # Every CTA on an equal share of the blocks at its own measured rate: when would the last one be done?
+    balanced = start + blocks.mean() / rate
+    print(f"  equal shares at each CTA's own rate: last blocks done at {balanced.max():.1f} us (measured "
+          f"{done.max():.1f}); at the median rate {np.median(start) + blocks.mean() / np.median(rate):.1f} us")
+
+
+if __name__ == "__main__":
+    for r in (int(a) for a in sys.argv[1:] or ["25"]):
+        report(r)
