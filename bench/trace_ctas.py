@@ -1,7 +1,7 @@
-"""Every CTA's timeline in the decode kernel a bench row really runs (seesaw or narrow), from a trace build's
-fmla_trace_cta marks (common/trace_cta.cuh): when CTAs finish their blocks and end, against the work their
-schedule row gave them. It answers whether a row's tail is schedule-made (the last CTAs had more blocks) or
-service-made (equal work, served slower), and what a perfectly balanced tail would save.
+"""Every CTA's timeline in the decode kernel a bench row really runs (seesaw or narrow) and in its combine, from a
+trace build's fmla_trace_cta marks (common/trace_cta.cuh): when decode CTAs finish their blocks and end, against the
+work their schedule row gave them (a fit of blocks-done time on blocks and chunks: is the tail schedule-made, or
+service-made, equal work served slower?), and when the combine's CTAs start, stop waiting and end after the decode.
 Usage (device): python3 bench/trace_ctas.py ROW [ROW ...]   (bench rows; env TRACE_WARMUP, default 20 calls)"""
 import os
 import sys
@@ -34,15 +34,20 @@ def report(row: int) -> None:
     torch.cuda.synchronize()
     rows = s_q * h_q // bench.H_KV
     variant = kernels.decode_variant(rows)
-    marks = cta_marks(variant.source)
+    marks, combine_marks = cta_marks(variant.source), cta_marks(kernels.COMBINE_SOURCE)
     marks.fill(0)
+    combine_marks.fill(0)
     torch.cuda.synchronize()
     call()
     torch.cuda.synchronize()
     seqlens = sl.cpu().numpy()
     meta, _ = schedule.plan(seqlens, schedule.num_sm_parts(132, rows, bench.H_KV))   # the device plan's twin
     print(f"row {row} {bench.row_label(b, s_q, h_q, s_k, varlen)}: {variant.name}")
-    analyse(marks.get().astype(np.int64), meta, seqlens, -(-rows // schedule.BLOCK_M) * bench.H_KV)
+    m = marks.get().astype(np.int64)
+    t0 = analyse(m, meta, seqlens, -(-rows // schedule.BLOCK_M) * bench.H_KV)
+    wide, grid = kernels.combine_launch(b, bench.H_KV, rows)
+    analyse_combine(combine_marks.get().astype(np.int64), int(np.prod(grid)), "wide" if wide else "many rows",
+                    t0, m[m[:, 1] > 0, 1].max())
 
 
 def analyse(m: np.ndarray, meta: np.ndarray, seqlens, ctas_per_part: int) -> None:
@@ -70,10 +75,38 @@ def analyse(m: np.ndarray, meta: np.ndarray, seqlens, ctas_per_part: int) -> Non
     print("  the 8 last to end (cta, part, blocks, chunks, blocks done us, end us):",
           [(int(live[i]), int(part[i]), int(blocks[i]), int(chunks[part[i]]), round(float(done[i]), 1),
             round(float(end[i]), 1)) for i in late])
-    # Every CTA on an equal share of the blocks at its own measured rate: when would the last one be done?
-    balanced = start + blocks.mean() / rate
-    print(f"  equal shares at each CTA's own rate: last blocks done at {balanced.max():.1f} us (measured "
-          f"{done.max():.1f}); at the median rate {np.median(start) + blocks.mean() / np.median(rate):.1f} us")
+    # done ~ a + b * blocks + c * chunks over the CTAs: what the plan explains; the residual is how unevenly the
+    # CTAs were served for the same work.
+    x = np.stack([np.ones_like(blocks), blocks, chunks[part]], axis=1)
+    coef, *_ = np.linalg.lstsq(x, done, rcond=None)
+    fit = x @ coef
+    res = done - fit
+    print(f"  blocks done ~ {coef[0]:.1f} + {coef[1]:.3f} us a block + {coef[2]:.2f} us a chunk: the plan alone "
+          f"would end the last CTA's blocks at {fit.max():.1f} us (measured {done.max():.1f}); residual us p10 "
+          f"{np.percentile(res, 10):.2f} p90 {np.percentile(res, 90):.2f} max {res.max():.2f}")
+    return t0
+
+
+def analyse_combine(m: np.ndarray, n_ctas: int, kind: str, t0: int, decode_end: int) -> None:
+    """The combine's CTAs (marks m: start, end, wait over; ns) against the decode's last CTA end, in us."""
+    if n_ctas > 4096:
+        print(f"  combine: {n_ctas} CTAs, more than the 4,096 the trace holds")
+        return
+    m = m[:n_ctas]
+    ran = m[:, 0] > 0
+    waited = ran & (m[:, 2] > 0)
+    if not waited.any():
+        print(f"  combine ({kind}): {int(ran.sum())} of {n_ctas} CTAs marked, none waited (no split request)")
+        return
+    rel = lambda x: (x - decode_end) / 1e3          # noqa: E731 - us after the decode's last CTA ended
+    start, release, end = rel(m[waited, 0]), rel(m[waited, 2]), rel(m[waited, 1])
+    print(f"  combine ({kind}): {int(ran.sum())} of {n_ctas} CTAs marked, {int(waited.sum())} waited for the decode; "
+          f"us after the decode's last CTA ended (it ended {(decode_end - t0) / 1e3:.1f} us after the first start):")
+    for name, x in (("start", start), ("wait over", release), ("end", end), ("merge", end - release)):
+        print(f"    {name:9s} min {x.min():7.2f} p10 {np.percentile(x, 10):7.2f} p50 {np.median(x):7.2f} "
+              f"p90 {np.percentile(x, 90):7.2f} max {x.max():7.2f}")
+    print(f"    started after the decode ended (later waves): {int((start > 0).sum())}; the combine's last end: "
+          f"{rel(m[ran, 1]).max():.2f} us after the decode's")
 
 
 if __name__ == "__main__":

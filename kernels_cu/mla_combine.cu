@@ -9,6 +9,7 @@
 // requests were written by the decode kernel and are skipped. All partials empty -> out 0, lse +inf (FlashMLA's
 // convention).
 #include "common/nvrtc_shim.cuh"
+#include "common/trace_cta.cuh"
 #include "common/ptx_grid.cuh"
 #include "common/softmax.cuh"
 #include "common/decode_params.cuh"
@@ -189,10 +190,15 @@ __device__ __forceinline__ Lane4s<kQ> merge_up_to_32(const DecodeParams& p, cons
 // before the decode began. The others wait for the decode (griddepcontrol.wait) before they read a partial.
 // CTA (0, 0, 0) always waits, so the combine grid never completes before the decode: work queued after the
 // call sees the rows the decode wrote too.
+// Trace builds mark each CTA's start (0), the end of its wait for the decode (2) and its end (1, in the entry points).
 __device__ __forceinline__ bool combine_prologue(const DecodeParams& p) {
+  FMLA_TRACE_CTA(0);
   const int req = blockIdx.x;
   const bool split = p.num_splits[req + 1] - p.num_splits[req] > 1;
-  if (split || (blockIdx.x | blockIdx.y | blockIdx.z) == 0) wait_for_prerequisite_grids();
+  if (split || (blockIdx.x | blockIdx.y | blockIdx.z) == 0) {
+    wait_for_prerequisite_grids();
+    FMLA_TRACE_CTA(2);
+  }
   return split;
 }
 
@@ -247,17 +253,21 @@ __device__ void combine_wide(const DecodeParams& p) {
 extern "C" __global__ void __launch_bounds__(fmla::kCombineThreads, 3)
     mla_combine_bf16(const __grid_constant__ fmla::DecodeParams p) {
   if (fmla::combine_prologue(p)) fmla::combine_rows<true>(p);
+  FMLA_TRACE_CTA(1);
 }
 extern "C" __global__ void __launch_bounds__(fmla::kCombineThreads, 3)
     mla_combine_fp16(const __grid_constant__ fmla::DecodeParams p) {
   if (fmla::combine_prologue(p)) fmla::combine_rows<false>(p);
+  FMLA_TRACE_CTA(1);
 }
 // Few rows: grid (b, h_kv * rows, 4 column quarters), 256 threads = 8 warps sharing one row's splits.
 extern "C" __global__ void __launch_bounds__(fmla::kCombineThreads)
     mla_combine_wide_bf16(const __grid_constant__ fmla::DecodeParams p) {
   if (fmla::combine_prologue(p)) fmla::combine_wide<true>(p);
+  FMLA_TRACE_CTA(1);
 }
 extern "C" __global__ void __launch_bounds__(fmla::kCombineThreads)
     mla_combine_wide_fp16(const __grid_constant__ fmla::DecodeParams p) {
   if (fmla::combine_prologue(p)) fmla::combine_wide<false>(p);
+  FMLA_TRACE_CTA(1);
 }

@@ -108,10 +108,10 @@ def test_no_spills_no_local_memory(compiled, src):
         assert 0 < r.registers <= 255, r
 
 
-@pytest.mark.parametrize("src", [kernels.DECODE_SOURCE, kernels.NARROW_SOURCE])
+@pytest.mark.parametrize("src", [kernels.DECODE_SOURCE, kernels.NARROW_SOURCE, kernels.COMBINE_SOURCE])
 def test_trace_builds_compile_and_mark_every_cta(compiled, session_cache, monkeypatch, src):
-    """-DFMLA_TRACE=1 (bench/trace_decode.py, bench/trace_ctas.py) builds both decode kernels with the per-CTA
-    timeline array, also without spills; the production build has none of it."""
+    """-DFMLA_TRACE=1 (bench/trace_decode.py, bench/trace_ctas.py) builds the decode kernels and the combine with
+    the per-CTA timeline array, also without spills; the production build has none of it."""
     monkeypatch.setenv("FLASHMLA_RT_CACHE_DIR", str(session_cache))
     traced = compiler.compile_source(src, ("-DFMLA_TRACE=1",), quiet=True)
     for r in traced.reports:

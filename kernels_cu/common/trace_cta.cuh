@@ -1,7 +1,7 @@
 // Trace builds only (-DFMLA_TRACE=1 via FLASHMLA_RT_NVRTC_OPTIONS; bench/trace_decode.py and bench/trace_ctas.py
-// read the arrays): wall-clock (%globaltimer, ns) marks of every CTA (linear id < 4096) in fmla_trace_cta[3 * cta + k],
-// k = 0 its start, 1 its end, 2 its last chunk's blocks done (the epilogue's start). Without FMLA_TRACE the marks
-// compile to nothing.
+// read the arrays): wall-clock (%globaltimer, ns) marks of every CTA (linear id < 4096) in fmla_trace_cta[3 * cta + k]
+// of each kernel's module, k = 0 its start, 1 its end, 2 the decode kernels: the last chunk's blocks done (the
+// epilogue's start); the combine: its wait for the decode is over. Without FMLA_TRACE the marks compile to nothing.
 #pragma once
 
 #ifdef FMLA_TRACE
