@@ -9,20 +9,16 @@ from pathlib import Path
 
 sys.path.append(str(Path(__file__).resolve().parents[1]))
 os.environ["FLASHMLA_RT_NVRTC_OPTIONS"] = "-DFMLA_TRACE=1 " + os.environ.get("FLASHMLA_RT_NVRTC_OPTIONS", "")
-import cupy  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from flashmla_rt import bench, kernels, schedule  # noqa: E402
-from flashmla_rt.jit import module  # noqa: E402
+from flashmla_rt import _device, bench, kernels, schedule  # noqa: E402
+from trace_arrays import trace_array  # noqa: E402
 
 
 def cta_marks(source: str):
-    """fmla_trace_cta of the loaded module `source` as a CuPy view [4096, 3] (start, end, blocks done; ns)."""
-    g = module._modules[(source, 0)].get_global_var("fmla_trace_cta")
-    addr = g[0] if isinstance(g, tuple) else getattr(g, "ptr", g)
-    mem = cupy.cuda.MemoryPointer(cupy.cuda.UnownedMemory(int(addr), 4096 * 3 * 8, None), 0)
-    return cupy.ndarray((4096, 3), cupy.uint64, mem)
+    """fmla_trace_cta of the loaded module `source` [4096, 3] (start, end, blocks done / wait over; ns)."""
+    return trace_array(source, "fmla_trace_cta", (4096, 3))
 
 
 def report(row: int) -> None:
@@ -41,7 +37,7 @@ def report(row: int) -> None:
     call()
     torch.cuda.synchronize()
     seqlens = sl.cpu().numpy()
-    meta, _ = schedule.plan(seqlens, schedule.num_sm_parts(132, rows, bench.H_KV))   # the device plan's twin
+    meta, _ = schedule.plan(seqlens, schedule.num_sm_parts(_device.sm_count(0), rows, bench.H_KV))   # the twin
     print(f"row {row} {bench.row_label(b, s_q, h_q, s_k, varlen)}: {variant.name}")
     m = marks.get().astype(np.int64)
     t0 = analyse(m, meta, seqlens, -(-rows // schedule.BLOCK_M) * bench.H_KV)

@@ -8,12 +8,11 @@ import sys
 
 os.environ["FLASHMLA_RT_NVRTC_OPTIONS"] = "-DFMLA_TRACE=1 " + os.environ.get("FLASHMLA_RT_NVRTC_OPTIONS", "")
 os.environ["FLASHMLA_RT_DECODE_KERNEL"] = "seesaw"    # the probe is in the seesaw kernel; few-row cases run another
-import cupy  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from flashmla_rt import bench, kernels  # noqa: E402
-from flashmla_rt.jit import module  # noqa: E402
+from trace_arrays import trace_array  # noqa: E402
 
 EVENTS = {0: ["start", "S0 done", "softmax0 done", "got scale1", "P0' published", "got P1", "PV1_L done",
               "K0 last tile in"],
@@ -31,24 +30,13 @@ call = bench.make_call(bench.load_ours()[0], q, k, bt, sl, s_q, h_q)
 for _ in range(int(os.environ.get("TRACE_WARMUP", "2"))):
     call()
 torch.cuda.synchronize()
-mod = module._modules[(kernels.DECODE_SOURCE, 0)]
-
-
-def device_array(name, shape):
-    g = mod.get_global_var(name)
-    addr = g[0] if isinstance(g, tuple) else getattr(g, "ptr", g)
-    nbytes = int(np.prod(shape)) * 8
-    mem = cupy.cuda.MemoryPointer(cupy.cuda.UnownedMemory(int(addr), nbytes, mod), 0)
-    return cupy.ndarray(shape, cupy.uint64, mem)
-
-
 arrays = {"fmla_trace": (3, 8, 64), "fmla_trace_ns": (64,), "fmla_trace_cta": (4096, 3), "fmla_trace_chunk": (16, 8)}
 for name, shape in arrays.items():
-    device_array(name, shape).fill(0)                 # only the next launch's events remain
+    trace_array(kernels.DECODE_SOURCE, name, shape).fill(0)                 # only the next launch's events remain
 torch.cuda.synchronize()
 call()
 torch.cuda.synchronize()
-t, ns, cta, chunk = (device_array(name, shape).get().astype(np.int64) for name, shape in arrays.items())
+t, ns, cta, chunk = (trace_array(kernels.DECODE_SOURCE, name, shape).get().astype(np.int64) for name, shape in arrays.items())
 
 n = int((t[0, 0] > 0).sum())
 base = t[0, 0, :n]

@@ -155,8 +155,8 @@ static_assert(2 * 128 * kConsumerRegs + 128 * kProducerRegs <= kThreadsWithProdu
 // clock64 of event `ev` of warpgroup `wg` in pair `pair` of CTA (0, 0, 0), first 64 pairs. Warpgroup 2 is the
 // producer: events 0-2 (stage 0) and 3-5 (stage 1) are its region issues, by the stage's block count.
 // Wall clock (%globaltimer, ns): fmla_trace_ns[pair] at WG0's start of each traced pair (with its clock64, the SM
-// clock rate), and fmla_trace_cta (common/trace_cta.cuh) for every CTA (linear id < 4096): k = 0 its start, 1 its end, 2 its
-// last chunk's pairs done (the epilogue's start): CTA durations against the pairs' share, and the kernel's tail.
+// clock rate), and fmla_trace_cta (common/trace_cta.cuh) for every CTA: its start, end and last chunk's pairs done
+// (the epilogue's start): CTA durations against the pairs' share, and the kernel's tail.
 // fmla_trace_chunk[8 * k + e] (ns), CTA (0, 0, 0)'s chunk k < 16: e = 0 its Q issued, 1 Q landed (both warpgroups),
 // 2 its pairs done, 3 its epilogue done (4 and 5: inside the epilogue, above): what a chunk boundary costs.
 #ifdef FMLA_TRACE
