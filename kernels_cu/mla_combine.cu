@@ -2,12 +2,12 @@
 //   lse = log2 sum_k 2^lse_k,  O = sum_k 2^(lse_k - lse) O_k   (partials are already normalised).
 // Many rows (mla_combine_*): one warp per row, grid (b, rows / 8, 1), a lane owns four float4s (one per quarter of
 // the 512 columns). Few rows (mla_combine_wide_*, kernels.py picks it): that would leave most SMs idle, so one CTA
-// per (row, quarter) and its 8 warps share the splits. The merge is latency-bound, so loads are issued in batches
-// of 8 float4s per lane: with up to 32 splits the LSEs and the first 2 (many rows) or 8 (few rows) splits'
-// partials go out together (a row with that many splits costs one round trip), and each later step issues the
-// next batch (predicated past the last split) before using any. Rows of unsplit
-// requests were written by the decode kernel and are skipped. All partials empty -> out 0, lse +inf (FlashMLA's
-// convention).
+// per (row, quarter) and its 8 warps share the splits. The merge is latency-bound, so loads go out in batches
+// before any is used. Many rows: with up to 32 splits the LSEs and the first 2 splits' partials together, then 2
+// splits (8 float4s a lane) a step. Few rows: up to 72 splits, every LSE and every partial in one batch (one
+// round trip for the row); past 72, the LSEs, then batches of 8 splits a warp. Past the last split nothing is
+// read. Rows of unsplit requests were written by the decode kernel and are skipped. All partials empty -> out 0,
+// lse +inf (FlashMLA's convention).
 #include "common/nvrtc_shim.cuh"
 #include "common/trace_cta.cuh"
 #include "common/ptx_grid.cuh"
@@ -224,22 +224,70 @@ __device__ void combine_rows(const DecodeParams& p) {
 }
 
 // Few rows, many splits (b = 1 or 4, long): one CTA per (row, column quarter); warp w takes splits w, w + 8, ...
-// and the 8 partial sums meet in shared memory.
+// and the 8 partial sums meet in shared memory. Up to kWideOneTrip splits, every LSE (kWideLseSlots a lane) and
+// every partial of this warp (kWideInFlight float4s a lane) are loaded before any is used: one round trip to
+// memory for the whole merge. Loading the LSEs, then again for their sum, then the partials took three.
+constexpr int kWideWarps = kCombineThreads / 32, kWideLseSlots = 3, kWideInFlight = 9;
+constexpr int kWideOneTrip = kWideWarps * kWideInFlight;       // 72 splits: b = 1, h_q = 128 has 66
+static_assert(kWideOneTrip <= 32 * kWideLseSlots, "every split of one trip has its LSE in a lane");
+
+// Both halves of the one-trip merge: this lane's weighted float4 of the row quarter at `col` and the row's log2 LSE.
+__device__ __forceinline__ float4 wide_merge_one_trip(const DecodeParams& p, const CombineRow& c, int col, int warp,
+                                                      int lane, float& lse2) {
+  const float* src = partial0(p, c, col);
+  const int64_t split_step = c.stride * kHeadDimV;
+  float l[kWideLseSlots];
+#pragma unroll
+  for (int s = 0; s < kWideLseSlots; ++s) {
+    const int k = lane + 32 * s;
+    l[s] = k < c.n_splits ? c.lse_k[k * c.stride] : neg_inf();
+  }
+  float4 v[kWideInFlight];
+#pragma unroll
+  for (int j = 0; j < kWideInFlight; ++j) {       // split warp + 8j: its LSE is in slot j / 4 of lane 8 (j % 4) + warp
+    const int k = warp + kWideWarps * j;
+    v[j] = k < c.n_splits ? *reinterpret_cast<const float4*>(src + k * split_step) : make_float4(0.f, 0.f, 0.f, 0.f);
+  }
+  float mx = l[0];
+#pragma unroll
+  for (int s = 1; s < kWideLseSlots; ++s) mx = fmaxf(mx, l[s]);
+  mx = warp_max(mx);
+  float sum = 0.f;
+  if (mx != neg_inf()) {
+#pragma unroll
+    for (int s = 0; s < kWideLseSlots; ++s) sum += exp2f(l[s] - mx);   // exp2(-inf) = 0 past the last split
+  }
+  lse2 = row_lse2(mx, warp_sum(sum));
+  float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
+  if (lse2 == neg_inf()) return acc;                             // every partial is empty
+#pragma unroll
+  for (int j = 0; j < kWideInFlight; ++j) {
+    const float lk = __shfl_sync(0xffffffffu, l[j / 4], kWideWarps * (j % 4) + warp);
+    accumulate(acc, warp + kWideWarps * j < c.n_splits ? exp2f(lk - lse2) : 0.f, v[j]);
+  }
+  return acc;
+}
+
 template <bool kBF16>
 __device__ void combine_wide(const DecodeParams& p) {
-  __shared__ float4 partial[kCombineThreads / 32][32];
+  __shared__ float4 partial[kWideWarps][32];
   const int warp = threadIdx.x / 32, lane = threadIdx.x & 31;
   const CombineRow c = combine_row_of(p, blockIdx.x, blockIdx.y);
   if (c.n_splits <= 1) return;                                  // the same for the whole CTA
-  const float lse2 = merged_lse2(c, lane);
   const int col = (kHeadDimV / kCombineColumnSplits) * blockIdx.z + 4 * lane;
-  partial[warp][lane] = lse2 == neg_inf() ? make_float4(0.f, 0.f, 0.f, 0.f)
-                                          : weighted_sum<1>(p, c, lse2, col, warp, kCombineThreads / 32).v[0];
+  float lse2;
+  if (c.n_splits <= kWideOneTrip) {
+    partial[warp][lane] = wide_merge_one_trip(p, c, col, warp, lane, lse2);
+  } else {
+    lse2 = merged_lse2(c, lane);
+    partial[warp][lane] = lse2 == neg_inf() ? make_float4(0.f, 0.f, 0.f, 0.f)
+                                            : weighted_sum<1>(p, c, lse2, col, warp, kWideWarps).v[0];
+  }
   __syncthreads();
   if (warp != 0) return;
   float4 acc = partial[0][lane];
 #pragma unroll
-  for (int w = 1; w < kCombineThreads / 32; ++w) {
+  for (int w = 1; w < kWideWarps; ++w) {
     const float4 v = partial[w][lane];
     acc.x += v.x; acc.y += v.y; acc.z += v.z; acc.w += v.w;
   }
