@@ -1,7 +1,8 @@
 """Every CTA's timeline in the decode kernel a bench row really runs (seesaw or narrow) and in its combine, from a
 trace build's fmla_trace_cta marks (common/trace_cta.cuh): when decode CTAs finish their blocks and end, against the
 work their schedule row gave them (a fit of blocks-done time on blocks and chunks: is the tail schedule-made, or
-service-made, equal work served slower?), and when the combine's CTAs start, stop waiting and end after the decode.
+service-made, equal work served slower? on which SMs?), and when the combine's CTAs start, stop waiting and end
+after the decode.
 Usage (device): python3 bench/trace_ctas.py ROW [ROW ...]   (bench rows; env TRACE_WARMUP, default 20 calls)"""
 import os
 import sys
@@ -17,8 +18,8 @@ from trace_arrays import trace_array  # noqa: E402
 
 
 def cta_marks(source: str):
-    """fmla_trace_cta of the loaded module `source` [4096, 3] (start, end, blocks done / wait over; ns)."""
-    return trace_array(source, "fmla_trace_cta", (4096, 3))
+    """fmla_trace_cta of the loaded module `source` [4096, 4] (start, end, blocks done / wait over in ns; SM id)."""
+    return trace_array(source, "fmla_trace_cta", (4096, 4))
 
 
 def report(row: int) -> None:
@@ -47,7 +48,7 @@ def report(row: int) -> None:
 
 
 def analyse(m: np.ndarray, meta: np.ndarray, seqlens, ctas_per_part: int) -> None:
-    """Print the timeline of marks m [4096, 3] (ns) for CTAs whose linear id is m_block + ctas_per_part * part."""
+    """Print the timeline of marks m [4096, 4] (ns, SM id) of CTAs with linear id m_block + ctas_per_part * part."""
     work = np.zeros(meta.shape[0])                   # blocks and chunks of each part
     chunks = np.zeros(meta.shape[0])
     for part, _, first, last, _ in schedule.chunks(meta, seqlens):
@@ -68,9 +69,9 @@ def analyse(m: np.ndarray, meta: np.ndarray, seqlens, ctas_per_part: int) -> Non
     print(f"  blocks per CTA: min {blocks.min():.0f} p50 {np.median(blocks):.0f} max {blocks.max():.0f}; "
           f"blocks per us p10 {np.percentile(rate, 10):.3f} p50 {np.median(rate):.3f} p90 {np.percentile(rate, 90):.3f}")
     late = np.argsort(end)[-8:]
-    print("  the 8 last to end (cta, part, blocks, chunks, blocks done us, end us):",
-          [(int(live[i]), int(part[i]), int(blocks[i]), int(chunks[part[i]]), round(float(done[i]), 1),
-            round(float(end[i]), 1)) for i in late])
+    print("  the 8 last to end (cta, part, SM, blocks, chunks, blocks done us, end us):",
+          [(int(live[i]), int(part[i]), int(m[live[i], 3]), int(blocks[i]), int(chunks[part[i]]),
+            round(float(done[i]), 1), round(float(end[i]), 1)) for i in late])
     # done ~ a + b * blocks + c * chunks over the CTAs: what the plan explains; the residual is how unevenly the
     # CTAs were served for the same work.
     x = np.stack([np.ones_like(blocks), blocks, chunks[part]], axis=1)
@@ -80,6 +81,11 @@ def analyse(m: np.ndarray, meta: np.ndarray, seqlens, ctas_per_part: int) -> Non
     print(f"  blocks done ~ {coef[0]:.1f} + {coef[1]:.3f} us a block + {coef[2]:.2f} us a chunk: the plan alone "
           f"would end the last CTA's blocks at {fit.max():.1f} us (measured {done.max():.1f}); residual us p10 "
           f"{np.percentile(res, 10):.2f} p90 {np.percentile(res, 90):.2f} max {res.max():.2f}")
+    # Which SMs were served faster or slower than the fit: compare with bench/sm_rate_probe.py's fast SMs.
+    order = np.argsort(res)
+    sm = m[live, 3]
+    print("  SMs served fastest (SM: residual us):", " ".join(f"{int(sm[i])}:{res[i]:.1f}" for i in order[:16]))
+    print("  SMs served slowest (SM: residual us):", " ".join(f"{int(sm[i])}:{res[i]:.1f}" for i in order[-16:]))
     return t0
 
 

@@ -30,7 +30,7 @@ call = bench.make_call(bench.load_ours()[0], q, k, bt, sl, s_q, h_q)
 for _ in range(int(os.environ.get("TRACE_WARMUP", "2"))):
     call()
 torch.cuda.synchronize()
-arrays = {"fmla_trace": (3, 8, 64), "fmla_trace_ns": (64,), "fmla_trace_cta": (4096, 3), "fmla_trace_chunk": (16, 8)}
+arrays = {"fmla_trace": (3, 8, 64), "fmla_trace_ns": (64,), "fmla_trace_cta": (4096, 4), "fmla_trace_chunk": (16, 8)}
 for name, shape in arrays.items():
     trace_array(kernels.DECODE_SOURCE, name, shape).fill(0)                 # only the next launch's events remain
 torch.cuda.synchronize()
