@@ -236,11 +236,11 @@ __device__ __forceinline__ float4 wide_merge_one_trip(const DecodeParams& p, con
                                                       int lane, float& lse2) {
   const float* src = partial0(p, c, col);
   const int64_t split_step = c.stride * kHeadDimV;
-  float l[kWideLseSlots];
+  float slot_lse[kWideLseSlots];                                // split lane + 32s of the row
 #pragma unroll
   for (int s = 0; s < kWideLseSlots; ++s) {
     const int k = lane + 32 * s;
-    l[s] = k < c.n_splits ? c.lse_k[k * c.stride] : neg_inf();
+    slot_lse[s] = k < c.n_splits ? c.lse_k[k * c.stride] : neg_inf();
   }
   float4 v[kWideInFlight];
 #pragma unroll
@@ -248,21 +248,21 @@ __device__ __forceinline__ float4 wide_merge_one_trip(const DecodeParams& p, con
     const int k = warp + kWideWarps * j;
     v[j] = k < c.n_splits ? *reinterpret_cast<const float4*>(src + k * split_step) : make_float4(0.f, 0.f, 0.f, 0.f);
   }
-  float mx = l[0];
+  float mx = slot_lse[0];
 #pragma unroll
-  for (int s = 1; s < kWideLseSlots; ++s) mx = fmaxf(mx, l[s]);
+  for (int s = 1; s < kWideLseSlots; ++s) mx = fmaxf(mx, slot_lse[s]);
   mx = warp_max(mx);
   float sum = 0.f;
   if (mx != neg_inf()) {
 #pragma unroll
-    for (int s = 0; s < kWideLseSlots; ++s) sum += exp2f(l[s] - mx);   // exp2(-inf) = 0 past the last split
+    for (int s = 0; s < kWideLseSlots; ++s) sum += exp2f(slot_lse[s] - mx);   // exp2(-inf) = 0 past the last split
   }
   lse2 = row_lse2(mx, warp_sum(sum));
   float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
   if (lse2 == neg_inf()) return acc;                             // every partial is empty
 #pragma unroll
   for (int j = 0; j < kWideInFlight; ++j) {
-    const float lk = __shfl_sync(0xffffffffu, l[j / 4], kWideWarps * (j % 4) + warp);
+    const float lk = __shfl_sync(0xffffffffu, slot_lse[j / 4], kWideWarps * (j % 4) + warp);
     accumulate(acc, warp + kWideWarps * j < c.n_splits ? exp2f(lk - lse2) : 0.f, v[j]);
   }
   return acc;

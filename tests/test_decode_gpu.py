@@ -213,9 +213,9 @@ def test_metadata_graph_capturable(torch):
     (65536, 1, 16, 1, False, 64), (32768, 2, 128, 2, True, 256), (20000, 4, 3, 1, True, 16),
     (65536, 1, 128, 1, True, 64), (30000, 1, 64, 2, False, 32)])
 def test_forced_split(torch, s_k, s_q, h_q, h_kv, causal, page):
-    """One long request is cut across (nearly) every part, so the combine kernel merges many partials: 132 on
-    the first and third case (more than the wide combine's one-trip merge takes), 33 on the second, 66 on the
-    last two (b = 1, h_q = 128 as in the bench's row 24; two KV heads)."""
+    """One long request is cut across (nearly) every part, so the combine kernel merges many partials. On a
+    132-SM GPU: 132 on the first and third case (more than the wide combine's one-trip merge takes), 33 on the
+    second, 66 on the last two (b = 1, h_q = 128 as in the bench's row 24; two KV heads)."""
     import flashmla_rt
     case = gc.make_case(1, s_q, h_q, h_kv, [s_k], page=page, causal=causal, seed=s_k)
     _, splits = flashmla_rt.get_mla_metadata(case.cache_seqlens, case.rows, h_kv)
