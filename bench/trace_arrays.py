@@ -4,6 +4,10 @@ import numpy as np
 
 from flashmla_rt.jit import module
 
+# fmla_trace_cta of common/trace_cta.cuh: per CTA (linear id < 4096) its start, end, blocks done / wait over (ns)
+# and its SM id.
+CTA_MARKS_SHAPE = (4096, 4)
+
 
 def trace_array(source: str, name: str, shape: tuple):
     """The uint64 global `name` of the loaded module of `source` (device 0) as a CuPy view of `shape`."""

@@ -14,12 +14,12 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from flashmla_rt import _device, bench, kernels, schedule  # noqa: E402
-from trace_arrays import trace_array  # noqa: E402
+from trace_arrays import CTA_MARKS_SHAPE, trace_array  # noqa: E402
 
 
 def cta_marks(source: str):
     """fmla_trace_cta of the loaded module `source` [4096, 4] (start, end, blocks done / wait over in ns; SM id)."""
-    return trace_array(source, "fmla_trace_cta", (4096, 4))
+    return trace_array(source, "fmla_trace_cta", CTA_MARKS_SHAPE)
 
 
 def report(row: int) -> None:

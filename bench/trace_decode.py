@@ -12,7 +12,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from flashmla_rt import bench, kernels  # noqa: E402
-from trace_arrays import trace_array  # noqa: E402
+from trace_arrays import CTA_MARKS_SHAPE, trace_array  # noqa: E402
 
 EVENTS = {0: ["start", "S0 done", "softmax0 done", "got scale1", "P0' published", "got P1", "PV1_L done",
               "K0 last tile in"],
@@ -30,7 +30,8 @@ call = bench.make_call(bench.load_ours()[0], q, k, bt, sl, s_q, h_q)
 for _ in range(int(os.environ.get("TRACE_WARMUP", "2"))):
     call()
 torch.cuda.synchronize()
-arrays = {"fmla_trace": (3, 8, 64), "fmla_trace_ns": (64,), "fmla_trace_cta": (4096, 4), "fmla_trace_chunk": (16, 8)}
+arrays = {"fmla_trace": (3, 8, 64), "fmla_trace_ns": (64,), "fmla_trace_cta": CTA_MARKS_SHAPE,
+          "fmla_trace_chunk": (16, 8)}
 for name, shape in arrays.items():
     trace_array(kernels.DECODE_SOURCE, name, shape).fill(0)                 # only the next launch's events remain
 torch.cuda.synchronize()

@@ -89,6 +89,22 @@ __device__ __forceinline__ float merged_lse2(const CombineRow& c, int lane) {
   return row_lse2(mx, sum);
 }
 
+// log2 of the merged LSE of a row whose LSEs sit in registers, kSlots a lane (-inf past the last split); -inf when
+// every partial is empty.
+template <int kSlots>
+__device__ __forceinline__ float lse2_of_slots(const float (&lse)[kSlots]) {
+  float mx = lse[0];
+#pragma unroll
+  for (int s = 1; s < kSlots; ++s) mx = fmaxf(mx, lse[s]);
+  mx = warp_max(mx);
+  float sum = 0.f;
+  if (mx != neg_inf()) {
+#pragma unroll
+    for (int s = 0; s < kSlots; ++s) sum += exp2f(lse[s] - mx);   // exp2(-inf) = 0 past the last split
+  }
+  return row_lse2(mx, warp_sum(sum));
+}
+
 // kQ float4s of one lane: columns col + kQuarterCols * q, q < kQ (kQ = 4: the whole row across the warp).
 constexpr int kQuarterCols = kHeadDimV / 4;
 template <int kQ>
@@ -248,16 +264,7 @@ __device__ __forceinline__ float4 wide_merge_one_trip(const DecodeParams& p, con
     const int k = warp + kWideWarps * j;
     v[j] = k < c.n_splits ? *reinterpret_cast<const float4*>(src + k * split_step) : make_float4(0.f, 0.f, 0.f, 0.f);
   }
-  float mx = slot_lse[0];
-#pragma unroll
-  for (int s = 1; s < kWideLseSlots; ++s) mx = fmaxf(mx, slot_lse[s]);
-  mx = warp_max(mx);
-  float sum = 0.f;
-  if (mx != neg_inf()) {
-#pragma unroll
-    for (int s = 0; s < kWideLseSlots; ++s) sum += exp2f(slot_lse[s] - mx);   // exp2(-inf) = 0 past the last split
-  }
-  lse2 = row_lse2(mx, warp_sum(sum));
+  lse2 = lse2_of_slots(slot_lse);
   float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
   if (lse2 == neg_inf()) return acc;                             // every partial is empty
 #pragma unroll
