@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Device call: measure experiment diffs (bench/experiments/*.diff) one at a time against the working tree.
-# Each variant is "name:diff1+diff2:-DOPTS:VAR=value" (diffs, options and one environment setting may be empty); it gets its own copy of the tree,
+# Each variant is "name:diff1+diff2:-DOPTS:VAR=value,VAR2=value" (diffs, options and environment settings may be empty); it gets its own copy of the tree,
 # a correctness subset of the GPU tests, and graph/eager timings of the bench rows ROWS (peer only for the
 # first variant). Usage (device tool, carry .peers):
 #   VARIANTS="base:::|chains:softmax-chains::" ROWS=0,12,22 bash bench/experiments.sh
@@ -11,7 +11,7 @@ IFS='|' read -ra variants <<< "${VARIANTS:-v6::}"
 first=1
 for v in "${variants[@]}"; do
   IFS=':' read -r name diffs opts envset <<< "$v"
-  if [ -n "$envset" ] && ! [[ "$envset" =~ ^[A-Za-z_][A-Za-z0-9_]*= ]]; then   # e.g. a -D in the wrong field
+  if [ -n "$envset" ] && ! [[ "$envset" =~ ^[A-Za-z_][A-Za-z0-9_]*=[^,]*(,[A-Za-z_][A-Za-z0-9_]*=[^,]*)*$ ]]; then   # e.g. a -D in the wrong field
     echo "=== $name: environment field '$envset' is not NAME=value" | tee -a "$OUT/experiments.txt"; continue
   fi
   dir=/tmp/variant_$name; rm -rf "$dir"; cp -r "$root" "$dir"
@@ -20,7 +20,7 @@ for v in "${variants[@]}"; do
   (
     cd "$dir"
     export PYTHONPATH=$dir:$root/.peers FLASHMLA_RT_CACHE_DIR=/tmp/cache_$name FLASHMLA_RT_NVRTC_OPTIONS="$opts"
-    [ -n "$envset" ] && export "$envset"
+    [ -n "$envset" ] && for e in ${envset//,/ }; do export "$e"; done
     echo "=== $name [$diffs] [$opts] [$envset]"
     python3 -m flashmla_rt compile --check 2>&1 | tail -9
     k=${TESTS_K:-edge_lengths or forced_split or block_table_extra or unit_normal or corner_half_empty or fastpath or peaked}
