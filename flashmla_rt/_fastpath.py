@@ -93,8 +93,7 @@ class LaunchPlan:
         # cuLaunchKernel's arguments up to the stream: function, grid, block, dynamic shared memory.
         self._decode_head = (self.decode_fn.ptr, *self.decode_grid, variant.threads, 1, 1, variant.smem_bytes)
         self._combine = _dependent_launch.launcher(self.combine_fn.ptr, self.combine_grid,
-                                                   (kernels.COMBINE_THREADS,), 0, "combine",
-                                                   kernels.combine_programmatic(combine_wide))
+                                                   (kernels.COMBINE_THREADS,), 0, "combine", not combine_wide)
         self.k_shape, self.k_strides = k_shape, k_strides
         # cache pointer -> (maps, their addresses): one entry per layer's cache when every layer has its own
         # k_cache of the same signature (a serving loop calls them in turn).

@@ -168,7 +168,7 @@ def _launch_decode(qt: Tensor, kt: Tensor, bt: Tensor, st: Tensor, mt: Tensor, n
     combine = kernels.combine_kernel(qt.dtype, device, combine_wide)
     record_address = (ctypes.c_void_p * 1)(params.ctypes.data)     # kernelParams: the record's address
     _dependent_launch.launcher(combine.ptr, tuple(combine_grid), (kernels.COMBINE_THREADS,), 0, "combine",
-                               kernels.combine_programmatic(combine_wide)).launch(stream.ptr, ctypes.addressof(record_address))
+                               not combine_wide).launch(stream.ptr, ctypes.addressof(record_address))
     return alloc.export(out_obj), alloc.export(lse_obj)
 
 

@@ -123,21 +123,9 @@ def decode_kernel(dtype: str, device: int, variant: DecodeVariant = SEESAW):
     return module.get_function(variant.source, f"{variant.entry}_{_SUFFIX[dtype]}", device, variant.smem_bytes)
 
 
-# Experiment switches (call 74): the combine's preferred carveout (-1: the driver's choice) and whether the wide
-# combine is launched as the decode's programmatic dependent too.
-COMBINE_SMEM_CARVEOUT = int(os.environ.get("FLASHMLA_RT_COMBINE_CARVEOUT", "-1"))
-WIDE_COMBINE_PDL = os.environ.get("FLASHMLA_RT_WIDE_PDL", "0") == "1"
-
-
-def combine_programmatic(wide: bool) -> bool:
-    """Whether the combine is launched as the decode's programmatic dependent (_dependent_launch)."""
-    return WIDE_COMBINE_PDL or not wide
-
-
 def combine_kernel(dtype: str, device: int, wide: bool = False):
     _join_background()
-    return module.get_function(COMBINE_SOURCE, f"mla_combine_{'wide_' if wide else ''}{_SUFFIX[dtype]}", device,
-                               smem_carveout=COMBINE_SMEM_CARVEOUT)
+    return module.get_function(COMBINE_SOURCE, f"mla_combine_{'wide_' if wide else ''}{_SUFFIX[dtype]}", device)
 
 
 def metadata_kernel(device: int):

@@ -10,11 +10,10 @@ _modules: dict[tuple[str, int], object] = {}
 _functions: dict[tuple[str, str, int], object] = {}
 
 
-def get_function(source: str, name: str, device: int, max_dynamic_smem: int = 0, smem_carveout: int = -1):
+def get_function(source: str, name: str, device: int, max_dynamic_smem: int = 0):
     """The cupy.cuda.function.Function `name` of kernels_cu/<source> on `device` (compiled on first use).
 
-    `max_dynamic_smem` > 48 KB is opted into once per function and device; `smem_carveout` >= 0 is the function's
-    preferred shared-memory carveout (percent of the SM's unified L1/shared storage), set at the same time."""
+    `max_dynamic_smem` > 48 KB is opted into once per function and device."""
     key = (source, name, device)
     fn = _functions.get(key)
     if fn is not None:
@@ -37,9 +36,5 @@ def get_function(source: str, name: str, device: int, max_dynamic_smem: int = 0,
                 from cupy.cuda import driver
                 driver.funcSetAttribute(fn.ptr, driver.CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
                                         max_dynamic_smem)
-            if smem_carveout >= 0:
-                from cupy.cuda import driver
-                driver.funcSetAttribute(fn.ptr, driver.CU_FUNC_ATTRIBUTE_PREFERRED_SHARED_MEMORY_CARVEOUT,
-                                        smem_carveout)
         _functions[key] = fn
         return fn
