@@ -179,11 +179,8 @@ __device__ __forceinline__ Lane4s<kQ> merge_up_to_32(const DecodeParams& p, cons
   Lane4s<kQ> v[kF];
 #pragma unroll
   for (int j = 0; j < kF; ++j) v[j] = load_lane<kQ>(src + j * split_step, j < c.n_splits);
-  float mx = my_lse;
-  mx = warp_max(mx);
-  float sum = (mx != neg_inf()) ? exp2f(my_lse - mx) : 0.f;  // exp2(-inf) = 0 for lanes past the last split
-  sum = warp_sum(sum);
-  lse2 = row_lse2(mx, sum);
+  const float lse_slot[1] = {my_lse};
+  lse2 = lse2_of_slots(lse_slot);
   Lane4s<kQ> acc = zero_lane<kQ>();
   if (lse2 == neg_inf()) return acc;                            // every partial is empty
 #pragma unroll
@@ -262,7 +259,7 @@ __device__ __forceinline__ float4 wide_merge_one_trip(const DecodeParams& p, con
 #pragma unroll
   for (int j = 0; j < kWideInFlight; ++j) {       // split warp + 8j: its LSE is in slot j / 4 of lane 8 (j % 4) + warp
     const int k = warp + kWideWarps * j;
-    v[j] = k < c.n_splits ? *reinterpret_cast<const float4*>(src + k * split_step) : make_float4(0.f, 0.f, 0.f, 0.f);
+    v[j] = load_lane<1>(src + k * split_step, k < c.n_splits).v[0];
   }
   lse2 = lse2_of_slots(slot_lse);
   float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
