@@ -42,11 +42,21 @@ def _row_walk_map(kcache_ptr: int, shape: tuple, strides: tuple, box_tiles: int,
                                   (64, 8, box_tiles, min(page, 64) // 8, 1), l2_promotion)
 
 
-def kv_region_maps(kcache_ptr: int, shape: tuple, strides: tuple) -> tuple:
-    """The seesaw kernel's maps: a box of 4 tiles (a V half of a block) and a box of 1 (the RoPE tile)."""
+def kv_region_maps(kcache_ptr: int, shape: tuple, strides: tuple, l2_promotion: int | None = None) -> tuple:
+    """The seesaw kernel's maps: a box of 4 tiles (a V half of a block) and a box of 1 (the RoPE tile). L2
+    promotion 256 B unless given: faster where two or more m-block CTAs read each block (call 26)."""
     from .jit import tma
-    return (_row_walk_map(kcache_ptr, shape, strides, 4, tma.L2_PROMOTION_256B),
-            _row_walk_map(kcache_ptr, shape, strides, 1, tma.L2_PROMOTION_256B))
+    if l2_promotion is None:
+        l2_promotion = tma.L2_PROMOTION_256B
+    return (_row_walk_map(kcache_ptr, shape, strides, 4, l2_promotion),
+            _row_walk_map(kcache_ptr, shape, strides, 1, l2_promotion))
+
+
+def kv_region_maps_one_mblock(kcache_ptr: int, shape: tuple, strides: tuple) -> tuple:
+    """The seesaw's maps where one CTA reads each block (<= 64 rows): 128-B promotion. The region boxes read 512-B
+    and 128-B pieces of 1,152-B rows; at 256 B, ncu counted 30 % more L2 traffic than DRAM traffic needs (call 75)."""
+    from .jit import tma
+    return kv_region_maps(kcache_ptr, shape, strides, tma.L2_PROMOTION_128B)
 
 
 def kv_block_map(kcache_ptr: int, shape: tuple, strides: tuple) -> tuple:
@@ -71,6 +81,7 @@ NARROW16 = DecodeVariant("narrow16", NARROW_SOURCE, "mla_decode_narrow16", NARRO
                          kv_block_map)
 NARROW32 = DecodeVariant("narrow32", NARROW_SOURCE, "mla_decode_narrow32", NARROW_THREADS, narrow_smem_bytes(32),
                          kv_block_map)
+SEESAW_ONE_MBLOCK = SEESAW._replace(name="seesaw_one_mblock", kv_maps=kv_region_maps_one_mblock)
 DECODE_VARIANTS = {v.name: v for v in (SEESAW, NARROW16, NARROW32)}
 
 
@@ -78,7 +89,7 @@ def decode_variant(rows: int) -> DecodeVariant:
     """The kernel for `rows` query rows per KV head: narrow (wgmma N = 16 or 32) up to 32 rows, else seesaw.
     FLASHMLA_RT_DECODE_KERNEL=seesaw forces the seesaw kernel (benchmarks and tests compare the two)."""
     if os.environ.get("FLASHMLA_RT_DECODE_KERNEL") == "seesaw" or rows > 32:
-        return SEESAW
+        return SEESAW if rows > 64 else SEESAW_ONE_MBLOCK
     return NARROW16 if rows <= 16 else NARROW32
 
 

@@ -7,12 +7,23 @@ from flashmla_rt.jit import tma
 
 
 @pytest.mark.parametrize("rows, name", [(1, "narrow16"), (16, "narrow16"), (17, "narrow32"), (32, "narrow32"),
-                                        (33, "seesaw"), (64, "seesaw"), (512, "seesaw")])
+                                        (33, "seesaw_one_mblock"), (64, "seesaw_one_mblock"), (65, "seesaw"),
+                                        (512, "seesaw")])
 def test_decode_variant_by_rows(monkeypatch, rows, name):
     monkeypatch.delenv("FLASHMLA_RT_DECODE_KERNEL", raising=False)
     assert kernels.decode_variant(rows).name == name
     monkeypatch.setenv("FLASHMLA_RT_DECODE_KERNEL", "seesaw")
-    assert kernels.decode_variant(rows).name == "seesaw"
+    assert kernels.decode_variant(rows).source == kernels.DECODE_SOURCE
+    assert kernels.decode_variant(rows).name == ("seesaw" if rows > 64 else "seesaw_one_mblock")
+
+
+def test_seesaw_promotion_by_mblocks(monkeypatch):
+    """One m-block (one CTA reads each block): 128-B L2 promotion; two or more: 256 B (calls 26, 75)."""
+    promos = {}
+    for v in (kernels.SEESAW, kernels.SEESAW_ONE_MBLOCK):
+        calls = _captured_maps(monkeypatch, v.kv_maps, (4, 64, 1, 576), (64 * 576, 576, 576, 1))
+        promos[v.name] = {c[4] for c in calls}
+    assert promos == {"seesaw": {tma.L2_PROMOTION_256B}, "seesaw_one_mblock": {tma.L2_PROMOTION_128B}}
 
 
 def test_narrow_shared_memory_fits():
