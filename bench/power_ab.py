@@ -40,6 +40,48 @@ def run_phase(graph, seconds):
     return t0, time.time(), statistics.median(per[2:] or per)
 
 
+def sample_phases(graphs, seconds: float, rounds: int):
+    """Replay each (name, (graph, call, result)) for `seconds`, A B A B for `rounds`, while nvidia-smi samples
+    power, SM clock and temperature every 50 ms; returns [(name, µs/call, W, MHz, °C or None when unsampled)]."""
+    log = tempfile.NamedTemporaryFile("w+", suffix=".csv", delete=False)
+    smi = subprocess.Popen(["nvidia-smi", "--query-gpu=timestamp,power.draw,clocks.sm,temperature.gpu",
+                            "--format=csv,noheader,nounits", "-lms", "50"], stdout=log)
+    time.sleep(1.0)
+    phases = []
+    for _ in range(rounds):
+        for name, (g, _, _) in graphs:
+            phases.append((name, *run_phase(g, seconds)))
+            time.sleep(0.5)
+    smi.terminate()
+    smi.wait()
+    samples = []
+    for line in Path(log.name).read_text().splitlines():
+        parts = [x.strip() for x in line.split(",")]
+        try:
+            ts = datetime.datetime.strptime(parts[0], "%Y/%m/%d %H:%M:%S.%f").timestamp()
+            samples.append((ts, float(parts[1]), float(parts[2]), float(parts[3])))
+        except (ValueError, IndexError):
+            continue
+    out = []
+    for name, t0, t1, us in phases:
+        inside = [s for s in samples if t0 + 0.5 <= s[0] <= t1]      # skip the first 0.5 s of each phase
+        if not inside:
+            out.append((name, us, None, None, None))
+            continue
+        out.append((name, us, statistics.median(s[1] for s in inside), statistics.median(s[2] for s in inside),
+                    statistics.median(s[3] for s in inside)))
+    return out
+
+
+def print_phases(phases) -> None:
+    print("phase        us/call    W(med)  MHz(med)  degC   uJ/call  cycles/call(M)")
+    for name, us, w, mhz, deg in phases:
+        if w is None:
+            print(f"{name:12s} {us:8.1f}   (no nvidia-smi samples inside the phase)")
+            continue
+        print(f"{name:12s} {us:8.1f}  {w:7.1f}  {mhz:8.0f}  {deg:5.0f}  {w * us:8.0f}  {us * mhz / 1e6:8.3f}")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("row", type=int, nargs="?", default=22)
@@ -61,36 +103,9 @@ def main():
     if len(outs) == 2:
         diff = (outs[0].float() - outs[1].float()).abs().max().item()
         print(f"max |out ours - out FlashMLA| over one replay each: {diff:.4g}")
-    log = tempfile.NamedTemporaryFile("w+", suffix=".csv", delete=False)
-    smi = subprocess.Popen(["nvidia-smi", "--query-gpu=timestamp,power.draw,clocks.sm,temperature.gpu",
-                            "--format=csv,noheader,nounits", "-lms", "50"], stdout=log)
-    time.sleep(1.0)
-    phases = []
-    for _ in range(a.rounds):
-        for name, (g, _, _) in graphs:
-            phases.append((name, *run_phase(g, a.seconds)))
-            time.sleep(0.5)
-    smi.terminate()
-    smi.wait()
-    samples = []
-    for line in Path(log.name).read_text().splitlines():
-        parts = [x.strip() for x in line.split(",")]
-        try:
-            ts = datetime.datetime.strptime(parts[0], "%Y/%m/%d %H:%M:%S.%f").timestamp()
-            samples.append((ts, float(parts[1]), float(parts[2]), float(parts[3])))
-        except (ValueError, IndexError):
-            continue
-    print(f"row {a.row} {bench.row_label(b, s_q, h_q, s_k, varlen)}; {len(samples)} nvidia-smi samples")
-    print("phase     us/call    W(med)  MHz(med)  degC   uJ/call  cycles/call(M)")
-    for name, t0, t1, us in phases:
-        inside = [s for s in samples if t0 + 0.5 <= s[0] <= t1]      # skip the first 0.5 s of each phase
-        if not inside:
-            print(f"{name:9s} {us:8.1f}   (no samples inside the phase: timestamps {t0:.1f}-{t1:.1f})")
-            continue
-        w = statistics.median(s[1] for s in inside)
-        mhz = statistics.median(s[2] for s in inside)
-        deg = statistics.median(s[3] for s in inside)
-        print(f"{name:9s} {us:8.1f}  {w:7.1f}  {mhz:8.0f}  {deg:5.0f}  {w * us:8.0f}  {us * mhz / 1e6:8.3f}")
+    phases = sample_phases(graphs, a.seconds, a.rounds)
+    print(f"row {a.row} {bench.row_label(b, s_q, h_q, s_k, varlen)}")
+    print_phases(phases)
 
 
 if __name__ == "__main__":
