@@ -2,13 +2,16 @@
 # Device call: measure experiment diffs (bench/experiments/*.diff) one at a time against the working tree.
 # Each variant is "name:diff1+diff2:-DOPTS:VAR=value,VAR2=value" (diffs, options and environment settings may be empty); it gets its own copy of the tree,
 # a correctness subset of the GPU tests, and graph/eager timings of the bench rows ROWS (peer only for the
-# first variant). Usage (device tool, carry .peers):
-#   VARIANTS="base:::|chains:softmax-chains::" ROWS=0,12,22 bash bench/experiments.sh
+# first variant). With ROUNDS=N the variants' benches run N times in turn (A B A B ...), and
+# bench/experiments_summary.py prints each row's median per variant: sequential single runs drift by up to 3 % on
+# identical code (NOTES, call 77). Usage (device tool, carry .peers):
+#   VARIANTS="base:::|chains:softmax-chains::" ROWS=0,12,22 ROUNDS=3 bash bench/experiments.sh
 set -o pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 root=$PWD
 IFS='|' read -ra variants <<< "${VARIANTS:-v6::}"
-first=1
+names=()
+declare -A opts_of env_of
 for v in "${variants[@]}"; do
   IFS=':' read -r name diffs opts envset <<< "$v"
   if [ -n "$envset" ] && ! [[ "$envset" =~ ^[A-Za-z_][A-Za-z0-9_]*=[^,]*(,[A-Za-z_][A-Za-z0-9_]*=[^,]*)*$ ]]; then   # e.g. a -D in the wrong field
@@ -17,6 +20,7 @@ for v in "${variants[@]}"; do
   dir=/tmp/variant_$name; rm -rf "$dir"; cp -r "$root" "$dir"
   ( cd "$dir" && for d in ${diffs//+/ }; do git apply "bench/experiments/$d.diff" || exit 1; done ) \
       || { echo "=== $name: diff does not apply" | tee -a "$OUT/experiments.txt"; continue; }
+  names+=("$name"); opts_of[$name]=$opts; env_of[$name]=$envset
   (
     cd "$dir"
     export PYTHONPATH=$dir:$root/.peers FLASHMLA_RT_CACHE_DIR=/tmp/cache_$name FLASHMLA_RT_NVRTC_OPTIONS="$opts"
@@ -28,10 +32,24 @@ for v in "${variants[@]}"; do
     echo "=== $name" >> "$OUT/pytest.txt"                   # one file for all: the device returns at most 8
     timeout "${TEST_TIMEOUT:-200}" python3 -m pytest ${TESTS:-tests/test_decode_gpu.py tests/test_fastpath.py} -q -x \
         -rs -p no:cacheprovider -k "$k" 2>&1 | tee -a "$OUT/pytest.txt" | tail -4
-    peer=--no-peer; [ $first = 1 ] && [ "${PEER:-1}" = 1 ] && peer=
-    python3 -m flashmla_rt bench --rows "${ROWS:-0,1,12,13,16,20,22,24,25}" $peer --iters "${ITERS:-30}" \
-        --out /tmp/bench_$name 2>&1 | grep -E "^ +[0-9]+ b|peer|FlashMLA" | tail -24
-    cp /tmp/bench_$name/*.json "$OUT/bench_$name.json" 2>/dev/null
   ) 2>&1 | tee -a "$OUT/experiments.txt"
-  first=0
 done
+for ((round = 1; round <= ${ROUNDS:-1}; round++)); do
+  first=1
+  for name in "${names[@]}"; do
+    (
+      cd "/tmp/variant_$name"
+      export PYTHONPATH=/tmp/variant_$name:$root/.peers FLASHMLA_RT_CACHE_DIR=/tmp/cache_$name \
+          FLASHMLA_RT_NVRTC_OPTIONS="${opts_of[$name]}"
+      envset=${env_of[$name]}
+      [ -n "$envset" ] && for e in ${envset//,/ }; do export "$e"; done
+      peer=--no-peer; [ $first = 1 ] && [ $round = 1 ] && [ "${PEER:-1}" = 1 ] && peer=
+      echo "=== $name bench, round $round"
+      rm -rf "/tmp/bench_${name}_r$round"
+      python3 -m flashmla_rt bench --rows "${ROWS:-0,1,12,13,16,20,22,24,25}" $peer --iters "${ITERS:-30}" \
+          --out "/tmp/bench_${name}_r$round" 2>&1 | grep -E "^ +[0-9]+ b|peer|FlashMLA" | tail -24
+    ) 2>&1 | tee -a "$OUT/experiments.txt"
+    first=0
+  done
+done
+python3 "$root/bench/experiments_summary.py" "$OUT" "${names[@]}" 2>&1 | tee -a "$OUT/experiments.txt"
