@@ -12,6 +12,13 @@ root=$PWD
 IFS='|' read -ra variants <<< "${VARIANTS:-v6::}"
 names=()
 declare -A opts_of env_of
+enter_variant() {   # in a subshell: the variant's tree, cache, NVRTC options and environment settings
+  local name=$1 e
+  cd "/tmp/variant_$name" || exit 1
+  export PYTHONPATH=/tmp/variant_$name:$root/.peers FLASHMLA_RT_CACHE_DIR=/tmp/cache_$name \
+      FLASHMLA_RT_NVRTC_OPTIONS="${opts_of[$name]}"
+  [ -n "${env_of[$name]}" ] && for e in ${env_of[$name]//,/ }; do export "$e"; done
+}
 for v in "${variants[@]}"; do
   IFS=':' read -r name diffs opts envset <<< "$v"
   if [ -n "$envset" ] && ! [[ "$envset" =~ ^[A-Za-z_][A-Za-z0-9_]*=[^,]*(,[A-Za-z_][A-Za-z0-9_]*=[^,]*)*$ ]]; then   # e.g. a -D in the wrong field
@@ -22,9 +29,7 @@ for v in "${variants[@]}"; do
       || { echo "=== $name: diff does not apply" | tee -a "$OUT/experiments.txt"; continue; }
   names+=("$name"); opts_of[$name]=$opts; env_of[$name]=$envset
   (
-    cd "$dir"
-    export PYTHONPATH=$dir:$root/.peers FLASHMLA_RT_CACHE_DIR=/tmp/cache_$name FLASHMLA_RT_NVRTC_OPTIONS="$opts"
-    [ -n "$envset" ] && for e in ${envset//,/ }; do export "$e"; done
+    enter_variant "$name"
     echo "=== $name [$diffs] [$opts] [$envset]"
     python3 -m flashmla_rt compile --check 2>&1 | tail -9
     k=${TESTS_K:-edge_lengths or forced_split or block_table_extra or unit_normal or corner_half_empty or fastpath or peaked}
@@ -38,11 +43,7 @@ for ((round = 1; round <= ${ROUNDS:-1}; round++)); do
   first=1
   for name in "${names[@]}"; do
     (
-      cd "/tmp/variant_$name"
-      export PYTHONPATH=/tmp/variant_$name:$root/.peers FLASHMLA_RT_CACHE_DIR=/tmp/cache_$name \
-          FLASHMLA_RT_NVRTC_OPTIONS="${opts_of[$name]}"
-      envset=${env_of[$name]}
-      [ -n "$envset" ] && for e in ${envset//,/ }; do export "$e"; done
+      enter_variant "$name"
       peer=--no-peer; [ $first = 1 ] && [ $round = 1 ] && [ "${PEER:-1}" = 1 ] && peer=
       echo "=== $name bench, round $round"
       rm -rf "/tmp/bench_${name}_r$round"

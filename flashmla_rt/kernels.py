@@ -6,6 +6,7 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
+from . import schedule
 from .jit import module
 
 DECODE_SOURCE = "mla_decode_sm90.cu"
@@ -91,7 +92,7 @@ def decode_variant(rows: int) -> DecodeVariant:
     its one-m-block maps up to 64 rows). FLASHMLA_RT_DECODE_KERNEL=seesaw forces the seesaw kernel (benchmarks and
     tests compare the two)."""
     if os.environ.get("FLASHMLA_RT_DECODE_KERNEL") == "seesaw" or rows > 32:
-        return SEESAW if rows > 64 else SEESAW_ONE_MBLOCK
+        return SEESAW if rows > schedule.BLOCK_M else SEESAW_ONE_MBLOCK
     return NARROW16 if rows <= 16 else NARROW32
 
 

@@ -18,7 +18,7 @@ def test_decode_variant_by_rows(monkeypatch, rows, name):
 
 
 def test_seesaw_promotion_by_mblocks(monkeypatch):
-    """One m-block (one CTA reads each block): 128-B L2 promotion; two or more: 256 B (calls 26, 75)."""
+    """One m-block (one CTA reads each block): 128-B L2 promotion; two or more: 256 B (calls 26, 76-77)."""
     promos = {}
     for v in (kernels.SEESAW, kernels.SEESAW_ONE_MBLOCK):
         calls = _captured_maps(monkeypatch, v.kv_maps, (4, 64, 1, 576), (64 * 576, 576, 576, 1))
