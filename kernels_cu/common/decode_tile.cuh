@@ -143,13 +143,18 @@ __device__ __forceinline__ void store_out_rows(const DecodeParams& p, const Chun
                                                int t_in_wg, int row_lo, int hk, int wg_barrier) {
   const uint32_t half = staging + wg * (kBlockM * 512);
   const int lane = t_in_wg & 31;
+  // stmatrix, two 16-B chunks (2 q, 2 q + 1) of both fragment rows a call: lane group i = lane / 8 addresses row
+  // (its warp's first row) + lane % 8 + 8 (i & 1), chunk 2 q + (i >> 1).
+  const int srow = (row_lo - lane / 4) + (lane & 7) + 8 * ((lane >> 3) & 1), hi = lane >> 4;
 #pragma unroll
-  for (int h = 0; h < 2; ++h) {
-    const int r = row_lo + 8 * h;
+  for (int q = 0; q < 16; ++q) {
+    uint32_t v[4];
 #pragma unroll
-    for (int j = 0; j < 32; ++j)
-      st_shared_s32(half + r * 512 + ((j ^ (r & 7)) << 4) + 4 * (lane & 3),
-                    (int)pack2<kBF16>(o[4 * j + 2 * h] * inv[h], o[4 * j + 2 * h + 1] * inv[h]));
+    for (int m = 0; m < 4; ++m) {
+      const int h = m & 1, j = 2 * q + (m >> 1);
+      v[m] = pack2<kBF16>(o[4 * j + 2 * h] * inv[h], o[4 * j + 2 * h + 1] * inv[h]);
+    }
+    stmatrix_x4(half + srow * 512 + (((2 * q + hi) ^ (srow & 7)) << 4), v[0], v[1], v[2], v[3]);
   }
   named_barrier_sync_id(wg_barrier, 128);
   const int rows = (int)p.rows, ngroups = (int)p.ngroups;

@@ -35,6 +35,14 @@ __device__ __forceinline__ int ld_shared_at_use(uint32_t addr) {
 __device__ __forceinline__ void st_shared_s32(uint32_t addr, int v) {
   asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(addr), "r"(v) : "memory");
 }
+// Four 8x8 16-bit matrices from a warp's registers into shared memory (stmatrix, sm_90): register i of thread t
+// holds row t / 4, columns 2 (t % 4) and +1 of matrix i (the mma accumulator fragment's layout), and threads
+// 8 i .. 8 i + 7 give the 16-B row addresses of matrix i. One instruction writes what 4 st.shared.b32 a thread did.
+// PTX ISA #warp-level-matrix-store-instruction-stmatrix
+__device__ __forceinline__ void stmatrix_x4(uint32_t row_addr, uint32_t r0, uint32_t r1, uint32_t r2, uint32_t r3) {
+  asm volatile("stmatrix.sync.aligned.m8n8.x4.shared.b16 [%0], {%1, %2, %3, %4};\n" ::"r"(row_addr), "r"(r0), "r"(r1),
+               "r"(r2), "r"(r3) : "memory");
+}
 __device__ __forceinline__ uint4 ld_shared_v4(uint32_t addr) {
   uint4 v;
   asm volatile("ld.shared.v4.b32 {%0, %1, %2, %3}, [%4];\n" : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "r"(addr)
