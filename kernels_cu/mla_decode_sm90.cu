@@ -261,10 +261,10 @@ __device__ __forceinline__ void softmax_exp(float (&s)[32], uint32_t (&pa)[16], 
 }
 
 // P (16-bit pairs in A-fragment order) into a K-major SW128 tile: rows row_lo and row_lo + 8, token chunk j at
-// 16-B slot j ^ (row & 7). stmatrix, token chunks 2 q and 2 q + 1 a call: pa[4 q .. 4 q + 3] are already in the
-// order stmatrix_lane_row expects.
+// 16-B slot j ^ (row & 7). stmatrix, two token chunks a call: lane group i = lane / 8 addresses row
+// (its warp's first row) + lane % 8 + 8 (i & 1), chunk 2 q + (i >> 1), the order pa[4 q .. 4 q + 3] holds them in.
 __device__ __forceinline__ void store_p(const uint32_t (&pa)[16], uint32_t tile, int row_lo, int lane) {
-  const int row = stmatrix_lane_row(row_lo, lane), hi = lane >> 4;
+  const int row = (row_lo - lane / 4) + (lane & 7) + 8 * ((lane >> 3) & 1), hi = lane >> 4;
 #pragma unroll
   for (int q = 0; q < 4; ++q)
     stmatrix_x4(tile + row * 128 + (((2 * q + hi) ^ (row & 7)) << 4), pa[4 * q], pa[4 * q + 1], pa[4 * q + 2],

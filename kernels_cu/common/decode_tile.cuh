@@ -132,14 +132,6 @@ __device__ __forceinline__ void init_rows(RowState (&rs)[2], const DecodeParams&
   }
 }
 
-// stmatrix_x4 from an m64 accumulator fragment (a thread holds rows row_lo and row_lo + 8): the row whose 16-B
-// address this lane gives. Lane group i = lane / 8 addresses matrix i: its warp's first row + lane % 8 + 8 (i & 1);
-// the 16-B chunk is the call's first plus (i >> 1) = lane >> 4. So registers {lo, hi row of chunk c, lo, hi row
-// of chunk c + 1} go in that order.
-__device__ __forceinline__ int stmatrix_lane_row(int row_lo, int lane) {
-  return (row_lo - lane / 4) + (lane & 7) + 8 * ((lane >> 3) & 1);
-}
-
 // The 16-bit out rows of a chunk through shared memory. WG `wg` writes its 64 x 256 half of O / sum into `staging`
 // (the Q region: dead once the chunk's last Q·Kᵀ has completed, in both warpgroups), 512 B per row with the 16-B
 // chunks XOR-swizzled by row (the fragment's stores hit 8 rows at once; unswizzled, all 8 share banks), then each
@@ -151,8 +143,9 @@ __device__ __forceinline__ void store_out_rows(const DecodeParams& p, const Chun
                                                int t_in_wg, int row_lo, int hk, int wg_barrier) {
   const uint32_t half = staging + wg * (kBlockM * 512);
   const int lane = t_in_wg & 31;
-  // stmatrix, 16-B chunks 2 q and 2 q + 1 of both fragment rows a call
-  const int srow = stmatrix_lane_row(row_lo, lane), hi = lane >> 4;
+  // stmatrix, two 16-B chunks (2 q, 2 q + 1) of both fragment rows a call: lane group i = lane / 8 addresses row
+  // (its warp's first row) + lane % 8 + 8 (i & 1), chunk 2 q + (i >> 1).
+  const int srow = (row_lo - lane / 4) + (lane & 7) + 8 * ((lane >> 3) & 1), hi = lane >> 4;
 #pragma unroll
   for (int q = 0; q < 16; ++q) {
     uint32_t v[4];
