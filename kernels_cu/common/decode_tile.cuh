@@ -144,7 +144,8 @@ __device__ __forceinline__ void store_out_rows(const DecodeParams& p, const Chun
   const uint32_t half = staging + wg * (kBlockM * 512);
   const int lane = t_in_wg & 31;
   // stmatrix, two 16-B chunks (2 q, 2 q + 1) of both fragment rows a call: lane group i = lane / 8 addresses row
-  // (its warp's first row) + lane % 8 + 8 (i & 1), chunk 2 q + (i >> 1).
+  // (its warp's first row) + lane % 8 + 8 (i & 1), chunk 2 q + (i >> 1). The same expression as store_p's in
+  // mla_decode_sm90.cu, kept inline in both (see there).
   const int srow = (row_lo - lane / 4) + (lane & 7) + 8 * ((lane >> 3) & 1), hi = lane >> 4;
 #pragma unroll
   for (int q = 0; q < 16; ++q) {
