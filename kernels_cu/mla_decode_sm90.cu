@@ -264,7 +264,7 @@ __device__ __forceinline__ void softmax_exp(float (&s)[32], uint32_t (&pa)[16], 
 // 16-B slot j ^ (row & 7). stmatrix, two token chunks a call: lane group i = lane / 8 addresses row
 // (its warp's first row) + lane % 8 + 8 (i & 1), chunk 2 q + (i >> 1), the order pa[4 q .. 4 q + 3] holds them in.
 // store_out_rows (decode_tile.cuh) repeats this row expression on purpose: one shared helper let ptxas reschedule
-// the seesaw, +0.4-0.6 % on rows 8/20 in calls 86-87 (bench/NOTES.md).
+// the seesaw, which read +0.4-0.8 % on rows 8/20 in calls 86-87, inside the run spreads (bench/NOTES.md).
 __device__ __forceinline__ void store_p(const uint32_t (&pa)[16], uint32_t tile, int row_lo, int lane) {
   const int row = (row_lo - lane / 4) + (lane & 7) + 8 * ((lane >> 3) & 1), hi = lane >> 4;
 #pragma unroll
