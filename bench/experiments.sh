@@ -4,7 +4,9 @@
 # a correctness subset of the GPU tests, and graph/eager timings of the bench rows ROWS (peer only for the
 # first variant). With ROUNDS=N the variants' benches run N times in turn (A B A B ...), and
 # bench/experiments_summary.py prints each row's median per variant: sequential single runs drift by up to 3 % on
-# identical code (NOTES, call 77). Usage (device tool, carry .peers):
+# identical code (NOTES, call 77). With SUITE_ON_BEST=1 the whole GPU suite then runs on the variant whose medians
+# are lowest (experiments_summary.py --best; skipped when that is the first, the base) into $OUT/pytest_best.txt,
+# so that one call both times the variants and checks the one most likely to land. Usage (device tool, carry .peers):
 #   VARIANTS="base:::|chains:softmax-chains::" ROWS=0,12,22 ROUNDS=3 bash bench/experiments.sh
 set -o pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
@@ -54,3 +56,14 @@ for ((round = 1; round <= ${ROUNDS:-1}; round++)); do
   done
 done
 python3 "$root/bench/experiments_summary.py" "$OUT" "${names[@]}" 2>&1 | tee -a "$OUT/experiments.txt"
+if [ "${SUITE_ON_BEST:-0}" = 1 ] && [ ${#names[@]} -gt 1 ]; then
+  best=$(python3 "$root/bench/experiments_summary.py" --best "$OUT" "${names[@]}")
+  if [ "$best" = "${names[0]}" ]; then
+    echo "=== best: ${names[0]} (the base); whole suite skipped" | tee -a "$OUT/experiments.txt"
+  else
+    echo "=== best: $best; whole suite on its tree" | tee -a "$OUT/experiments.txt"
+    ( enter_variant "$best"
+      timeout "${SUITE_TIMEOUT:-200}" python3 -m pytest tests -q -rs -p no:cacheprovider > "$OUT/pytest_best.txt" 2>&1
+      tail -3 "$OUT/pytest_best.txt" ) 2>&1 | tee -a "$OUT/experiments.txt"
+  fi
+fi

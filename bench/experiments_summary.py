@@ -1,9 +1,12 @@
 """experiments.sh's last step: each variant's bench rounds (/tmp/bench_<name>_r<k>/*.json) into one table of median
 graph µs per row, each against the first variant, with the rounds' spread; and $OUT/bench_<name>.json, the first
 round's JSON with every row's per-round graph µs and their median added (`graph_us_rounds`, `graph_us_median`).
-Usage: python3 bench/experiments_summary.py OUT NAME [NAME ...]"""
+With --best it prints only the name of the variant whose medians are lowest against the first variant's (geometric
+mean over the rows all variants share), for experiments.sh's SUITE_ON_BEST step.
+Usage: python3 bench/experiments_summary.py [--best] OUT NAME [NAME ...]"""
 import glob
 import json
+import math
 import statistics
 import sys
 from pathlib import Path
@@ -24,6 +27,24 @@ def graph_us(doc: dict) -> dict:
     return {r["row"]: r["ours"]["graph"]["us"] for r in doc["rows"] if r.get("ours", {}).get("graph")}
 
 
+def medians_of(per_round: list) -> dict:
+    """{row: (median graph µs, [µs per round])} over the rows every round measured."""
+    rows = sorted(set.intersection(*(set(p) for p in per_round)))
+    return {row: (statistics.median(p[row] for p in per_round), [p[row] for p in per_round]) for row in rows}
+
+
+def best_variant(medians: dict) -> str:
+    """The variant with the lowest geometric mean of median / first variant's median over the shared rows; the
+    first variant (the base) on a tie or when no row is shared."""
+    ref = next(iter(medians))
+    shared = set.intersection(*(set(m) for m in medians.values()))
+    if not shared:
+        return ref
+    def score(name):
+        return sum(math.log(medians[name][r][0] / medians[ref][r][0]) for r in shared) / len(shared)
+    return min(medians, key=lambda name: (score(name), name != ref))
+
+
 def summarize(out: Path, names: list) -> None:
     medians, labels = {}, {}
     for name in names:
@@ -31,10 +52,7 @@ def summarize(out: Path, names: list) -> None:
         if not docs:
             print(f"=== summary: {name} has no bench results")
             continue
-        per_round = [graph_us(d) for d in docs]
-        rows = sorted(set.intersection(*(set(p) for p in per_round)))
-        medians[name] = {row: (statistics.median(p[row] for p in per_round), [p[row] for p in per_round])
-                         for row in rows}
+        medians[name] = medians_of([graph_us(d) for d in docs])
         first = docs[0]
         for r in first["rows"]:
             labels[r["row"]] = r["label"]
@@ -56,4 +74,8 @@ def summarize(out: Path, names: list) -> None:
 
 
 if __name__ == "__main__":
-    summarize(Path(sys.argv[1]), sys.argv[2:])
+    if sys.argv[1] == "--best":
+        found = {name: medians_of([graph_us(d) for d in docs]) for name in sys.argv[3:] if (docs := rounds_of(name))}
+        print(best_variant(found) if found else sys.argv[3])
+    else:
+        summarize(Path(sys.argv[1]), sys.argv[2:])
