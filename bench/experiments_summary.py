@@ -76,6 +76,7 @@ def summarize(out: Path, names: list) -> None:
 if __name__ == "__main__":
     if sys.argv[1] == "--best":
         found = {name: medians_of([graph_us(d) for d in docs]) for name in sys.argv[3:] if (docs := rounds_of(name))}
-        print(best_variant(found) if found else sys.argv[3])
+        base = sys.argv[3]
+        print(best_variant(found) if base in found else base)   # no base timings: nothing can be called better
     else:
         summarize(Path(sys.argv[1]), sys.argv[2:])

@@ -62,3 +62,12 @@ def test_command_line_best_and_summary(rounds, tmp_path):
     assert "96.0 (-5.0%; 95.0-99.0)" in table                # median 96 against 101, and the rounds range
     doc = json.loads((tmp_path / f"bench_{rounds[1]}.json").read_text())
     assert doc["rows"][0]["ours"]["graph_us_median"] == 96.0
+
+
+def test_command_line_best_is_the_base_when_the_base_has_no_timings(rounds, tmp_path):
+    for k in (1, 2, 3):
+        shutil.rmtree(f"/tmp/bench_{rounds[0]}_r{k}")
+        Path(f"/tmp/bench_{rounds[0]}_r{k}").mkdir()          # the fixture removes it again
+    best = subprocess.run([sys.executable, str(SCRIPT), "--best", str(tmp_path), *rounds],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    assert best == rounds[0]
