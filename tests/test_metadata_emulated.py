@@ -1,0 +1,84 @@
+"""The metadata kernel itself (kernels_cu/mla_metadata.cu), run on the CPU: compiled as C++20 against a one-warp
+emulator (tests/emulate/warp.h: 32 std::threads, warp collectives as barriers) and compared, array for array,
+with the NumPy twin it must equal (flashmla_rt/schedule.py). The GPU tests compare the real kernel with the
+twin too; this catches a kernel/twin difference without a GPU. Skips where there is no C++20 compiler."""
+import pathlib
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+from flashmla_rt import schedule
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+CXX = shutil.which("g++") or shutil.which("clang++")
+
+
+@pytest.fixture(scope="module")
+def emulated_kernel(tmp_path_factory):
+    if CXX is None:
+        pytest.skip("no C++ compiler for the warp emulator")
+    work = tmp_path_factory.mktemp("metadata_emulated")
+    shutil.copytree(ROOT / "kernels_cu" / "common", work / "common")
+    shutil.copy(ROOT / "kernels_cu" / "mla_metadata.cu", work)
+    shutil.copy(ROOT / "tests" / "emulate" / "nvrtc_shim.cuh", work / "common")   # replaces the CUDA one
+    shutil.copy(ROOT / "tests" / "emulate" / "warp.h", work / "common")
+    shutil.copy(ROOT / "tests" / "emulate" / "run_metadata.cpp", work)
+    exe = work / "run_metadata"
+    built = subprocess.run([CXX, "-std=c++20", "-O1", "-pthread", "-I", str(work / "common"), "-o", str(exe),
+                            str(work / "run_metadata.cpp")], capture_output=True, text=True)
+    if built.returncode != 0 and "c++20" in built.stderr.lower():
+        pytest.skip(f"{CXX} has no C++20: {built.stderr[:200]}")
+    assert built.returncode == 0, built.stderr
+
+    def run(seqlens, parts):
+        text = f"{len(seqlens)} {parts}\n" + " ".join(str(int(s)) for s in seqlens) + "\n"
+        done = subprocess.run([str(exe)], input=text, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        meta_line, splits_line = done.stdout.strip().split("\n")
+        meta = np.array(meta_line.split(), dtype=np.int64).astype(np.int32).reshape(parts, 8)
+        return meta, np.array(splits_line.split(), dtype=np.int32)
+    return run
+
+
+def bench_varlen(b, s_k, seed):
+    import random
+    rng = random.Random(seed)
+    return [int(max(rng.normalvariate(s_k, s_k / 2), 1)) for _ in range(b)]
+
+
+CASES = {
+    "varlen_4k_132": (bench_varlen(128, 4096, 0), 132),      # the bench's varlen rows
+    "varlen_4k_66": (bench_varlen(128, 4096, 1), 66),
+    "varlen_8k_33": (bench_varlen(128, 8192, 2), 33),
+    "varlen_2k_b256_66": (bench_varlen(256, 2048, 3), 66),
+    "uniform_66": ([4096] * 128, 66),                        # whole requests in order
+    "uniform_100": ([8192] * 128, 100),                      # cut in order
+    "large_batch": (bench_varlen(300, 4096, 4), 132),
+    "single_long": ([65536], 66),
+    "empties": ([0, 0, 5000, 0, 1, 64, 65, 0], 7),
+    "one_part": ([100, 200, 300], 1),
+}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_kernel_equals_the_twin(emulated_kernel, name):
+    seqlens, parts = CASES[name]
+    meta, num_splits = emulated_kernel(seqlens, parts)
+    want_meta, want_splits = schedule.plan(np.asarray(seqlens), parts)
+    np.testing.assert_array_equal(meta, want_meta)
+    np.testing.assert_array_equal(num_splits, want_splits)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_kernel_equals_the_twin_random(emulated_kernel, seed):
+    rng = np.random.default_rng(seed)
+    b = int(rng.integers(1, 300))
+    parts = int(rng.choice([1, 3, 16, 33, 66, 132]))
+    seqlens = rng.integers(0, int(rng.choice([300, 5000, 40000])), size=b)
+    seqlens[rng.random(b) < 0.2] = 0
+    meta, num_splits = emulated_kernel(seqlens, parts)
+    want_meta, want_splits = schedule.plan(seqlens, parts)
+    np.testing.assert_array_equal(meta, want_meta)
+    np.testing.assert_array_equal(num_splits, want_splits)
