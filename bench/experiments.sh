@@ -34,7 +34,7 @@ for v in "${variants[@]}"; do
     enter_variant "$name"
     echo "=== $name [$diffs] [$opts] [$envset]"
     python3 -m flashmla_rt compile --check 2>&1 | tail -9
-    k=${TESTS_K:-edge_lengths or forced_split or block_table_extra or unit_normal or corner_half_empty or fastpath or peaked}
+    k=${TESTS_K:-edge_lengths or forced_split or block_table_extra or unit_normal or corner_half_empty or fastpath or peaked or best_fit}
     [ "$k" = all ] && k="not no_such_test"
     echo "=== $name" >> "$OUT/pytest.txt"                   # one file for all: the device returns at most 8
     timeout "${TEST_TIMEOUT:-200}" python3 -m pytest ${TESTS:-tests/test_decode_gpu.py tests/test_fastpath.py} -q -x \
