@@ -33,6 +33,11 @@ def medians_of(per_round: list) -> dict:
     return {row: (statistics.median(p[row] for p in per_round), [p[row] for p in per_round]) for row in rows}
 
 
+def variant_medians(docs: list) -> dict:
+    """medians_of over a variant's bench JSONs (rounds_of)."""
+    return medians_of([graph_us(d) for d in docs])
+
+
 def best_variant(medians: dict) -> str:
     """The variant with the lowest geometric mean of median / first variant's median over the shared rows; the
     first variant (the base) on a tie or when no row is shared."""
@@ -52,7 +57,7 @@ def summarize(out: Path, names: list) -> None:
         if not docs:
             print(f"=== summary: {name} has no bench results")
             continue
-        medians[name] = medians_of([graph_us(d) for d in docs])
+        medians[name] = variant_medians(docs)
         first = docs[0]
         for r in first["rows"]:
             labels[r["row"]] = r["label"]
@@ -75,7 +80,7 @@ def summarize(out: Path, names: list) -> None:
 
 if __name__ == "__main__":
     if sys.argv[1] == "--best":
-        found = {name: medians_of([graph_us(d) for d in docs]) for name in sys.argv[3:] if (docs := rounds_of(name))}
+        found = {name: variant_medians(docs) for name in sys.argv[3:] if (docs := rounds_of(name))}
         base = sys.argv[3]
         print(best_variant(found) if base in found else base)   # no base timings: nothing can be called better
     else:

@@ -21,8 +21,8 @@ for v in "${variants[@]}"; do
     (cd "$dir" && git apply "bench/experiments/$d.diff") || { echo "=== $name: $d.diff does not apply"; ok=0; }
   done
   if [ $ok = 1 ]; then
-    report=$(cd "$dir" && LD_PRELOAD="$nvrtc/lib/libnvrtc.so.13" LD_LIBRARY_PATH="$nvrtc/lib" PYTHONPATH="$dir" \
-        FLASHMLA_RT_CACHE_DIR="$dir/.cache" FLASHMLA_RT_NVRTC_OPTIONS="$opts" python3 -m flashmla_rt compile --check 2>&1)
+    report=$(cd "$dir" && NVRTC_DIR="$nvrtc" PYTHONPATH="$dir" FLASHMLA_RT_NVRTC_OPTIONS="$opts" \
+        bash bench/compile_check_nvrtc.sh 13.0 2>&1)
     echo "$report" | tail -1 | sed "s/^/=== $name: /"
     echo "$report" | grep -q "^OK" || ok=0
   fi

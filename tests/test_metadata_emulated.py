@@ -9,7 +9,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from flashmla_rt import schedule
+from flashmla_rt import bench, schedule
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 CXX = shutil.which("g++") or shutil.which("clang++")
@@ -50,9 +50,7 @@ def emulated_kernel(tmp_path_factory):
 
 
 def bench_varlen(b, s_k, seed):
-    import random
-    rng = random.Random(seed)
-    return [int(max(rng.normalvariate(s_k, s_k / 2), 1)) for _ in range(b)]
+    return bench.make_seqlens(b, 1, s_k, True, seed)            # the bench grid's varlen lengths
 
 
 CASES = {

@@ -4,6 +4,7 @@
 // what kernels_cu/mla_metadata.cu uses is here; every collective must be reached by all 32 lanes.
 #pragma once
 #include <algorithm>
+#include <array>
 #include <barrier>
 #include <cstdint>
 #include <cstring>
@@ -21,15 +22,15 @@ inline std::barrier<>* warp_barrier = nullptr;
 inline unsigned long long slots[32];
 inline thread_local unsigned lane_id = 0;
 inline void sync() { warp_barrier->arrive_and_wait(); }
-template <class T> T exchange(T v, int src, bool take) {   // every lane posts v, then reads lane src's
+// Every lane posts v; returns all 32 lanes' values (a rendezvous before and after, so slots can be reused).
+template <class T> std::array<T, 32> all_lanes(T v) {
   unsigned long long bits = 0;
   std::memcpy(&bits, &v, sizeof(T));
   slots[lane_id] = bits;
   sync();
-  unsigned long long got = slots[src];
+  std::array<T, 32> r;
+  for (int i = 0; i < 32; ++i) std::memcpy(&r[i], &slots[i], sizeof(T));
   sync();
-  T r = v;
-  if (take) std::memcpy(&r, &got, sizeof(T));
   return r;
 }
 }  // namespace emu
@@ -38,26 +39,20 @@ struct Dim3 { unsigned x, y, z; };
 inline thread_local Dim3 threadIdx;
 
 inline void __syncwarp(unsigned = 0xffffffffu) { emu::sync(); }
-template <class T> T __shfl_xor_sync(unsigned, T v, int o) { return emu::exchange(v, (int)(emu::lane_id ^ o), true); }
+template <class T> T __shfl_xor_sync(unsigned, T v, int o) { return emu::all_lanes(v)[emu::lane_id ^ o]; }
 template <class T> T __shfl_up_sync(unsigned, T v, int d) {
-  const int src = (int)emu::lane_id - d;
-  return emu::exchange(v, src < 0 ? (int)emu::lane_id : src, src >= 0);
+  const auto all = emu::all_lanes(v);
+  return (int)emu::lane_id >= d ? all[emu::lane_id - d] : v;
 }
 inline unsigned __ballot_sync(unsigned, int pred) {
-  emu::slots[emu::lane_id] = pred ? 1 : 0;
-  emu::sync();
+  const auto all = emu::all_lanes(pred ? 1 : 0);
   unsigned r = 0;
-  for (int i = 0; i < 32; ++i) r |= (unsigned)emu::slots[i] << i;
-  emu::sync();
+  for (int i = 0; i < 32; ++i) r |= (unsigned)all[i] << i;
   return r;
 }
 inline int __reduce_max_sync(unsigned, int v) {
-  emu::slots[emu::lane_id] = (unsigned long long)(long long)v;
-  emu::sync();
-  long long r = (long long)emu::slots[0];
-  for (int i = 1; i < 32; ++i) r = std::max(r, (long long)emu::slots[i]);
-  emu::sync();
-  return (int)r;
+  const auto all = emu::all_lanes(v);
+  return *std::max_element(all.begin(), all.end());
 }
 inline int __ffs(unsigned x) { return __builtin_ffs((int)x); }
 inline int __clz(unsigned x) { return x ? __builtin_clz(x) : 32; }
