@@ -459,3 +459,14 @@ def test_a_repeat_compile_without_a_report_reuses_the_first(monkeypatch):
     monkeypatch.setattr(compiler, "parse_ptxas_log", lambda log: ())
     again = compiler.compile_source(FAST_SOURCE, use_cache=False, quiet=True)
     assert again.reports == first.reports and again.cubin == first.cubin
+
+
+def test_bench_l2_rate_probe_compiles():
+    """bench/l2_rate_probe.py's kernel (a device-call probe) builds through the package's compiler."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("l2_rate_probe", REPO / "bench" / "l2_rate_probe.py")
+    probe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(probe)
+    cubin = probe.build()
+    assert cubin[:4] == b"\x7fELF"
+    assert all(c[2] * c[3] <= 27 * 8192 for c in probe.CONFIGS)       # each fits the opted-in shared memory

@@ -1,0 +1,131 @@
+"""Device probe: how fast can one SM pull bytes into shared memory with bulk copies, by bytes in flight, from DRAM
+and from L2? And does a pair of SMs reading the same bytes (row 24's two m-block CTAs) get them faster?
+
+Row 24 (b1 h128 65K, target 30 us) moves ~31 GB/s into each SM (1.14 MB per SM in ~37 us of pairs), the same
+rate per SM as the DRAM-bound rows (NOTES, "Row 24 ... what bounds it"), although half of its bytes are L2 hits.
+If the L2-resident rate at the decode's ~147 KB in flight is also ~31 GB/s and grows with the bytes in flight, the
+per-SM chain is latency-bound (deeper or differently shaped stages could help); if it is much higher, row 24 is
+bound by something else (its DRAM half, or the decode's own waits). The two-SM multicast tried in call 44 assumed
+L2 bandwidth was the limit.
+
+One CTA per SM; thread 0 keeps `k` bulk copies of `chunk` bytes in flight (cp.async.bulk global->shared, one
+mbarrier each, as the decode's producer does with its tiles), over `per_cta` bytes. Source offsets wrap inside a
+`working_set`: 24 MB stays in L2 after the first pass, 1.2 GB streams from DRAM. `share` = 2: CTAs 2i and 2i+1
+read the same offsets at the same time. Each config runs 7 times (2 warm-up); per-SM GB/s is per_cta over the
+CTA's own span, aggregate is all bytes over the kernel's span. Prints one JSON line per config.
+Usage (device): python3 bench/l2_rate_probe.py > $OUT/l2_rate_probe.txt
+"""
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.append(str(Path(__file__).resolve().parents[1]))   # the package of this checkout, unless PYTHONPATH has one
+
+PROBE = r"""
+#include "common/nvrtc_shim.cuh"
+#include "common/ptx_async.cuh"
+#include "common/ptx_tma.cuh"
+
+namespace fmla {
+constexpr int kMaxInFlight = 32;
+
+// `bytes` (a multiple of 16) from global `src` into shared `dst`, completing on `bar` (complete_tx).
+// PTX ISA #data-movement-and-conversion-instructions-cp-async-bulk
+__device__ __forceinline__ void bulk_copy_g2s(uint32_t dst, const void* src, uint32_t bytes, uint32_t bar) {
+  asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n"
+               ::"r"(dst), "l"(src), "r"(bytes), "r"(bar) : "memory");
+}
+
+__device__ __forceinline__ unsigned long long now_ns() {
+  unsigned long long t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  return t;
+}
+}  // namespace fmla
+
+extern "C" __global__ void __launch_bounds__(32, 1)
+bulk_stream(const uint8_t* buf, long long working_set, long long per_cta, int chunk, int k, int share,
+            unsigned long long* rec) {
+  using namespace fmla;
+  extern __shared__ __align__(1024) uint8_t smem_raw[];
+  __shared__ __align__(8) uint64_t bars[kMaxInFlight];
+  const uint32_t base = smem_u32(smem_raw), bar0 = smem_u32(bars);
+  if (threadIdx.x != 0) return;
+  for (int i = 0; i < k; ++i) mbarrier_init(bar0 + 8 * i, 1);
+  fence_mbarrier_init();
+  const unsigned long long t0 = now_ns();
+  // Each group of `share` CTAs starts at its own place in the working set, spread evenly over it.
+  const long long groups = (gridDim.x + share - 1) / share;
+  const long long start = ((long long)(blockIdx.x / share) * (working_set / groups)) / 16 * 16;
+  const long long n = per_cta / chunk;
+  for (long long i = 0; i < n; ++i) {
+    const int slot = (int)(i % k);
+    const uint32_t bar = bar0 + 8 * slot;
+    if (i >= k) mbarrier_wait(bar, (uint32_t)((i / k - 1) & 1));
+    long long off = (start + i * chunk) % working_set;
+    if (off + chunk > working_set) off = 0;
+    mbarrier_arrive_expect_tx(bar, chunk);
+    bulk_copy_g2s(base + slot * chunk, buf + off, chunk, bar);
+  }
+  for (long long i = (n > k ? n - k : 0); i < n; ++i) mbarrier_wait(bar0 + 8 * (int)(i % k), (uint32_t)((i / k) & 1));
+  const unsigned long long t1 = now_ns();
+  unsigned smid;
+  asm volatile("mov.u32 %0, %%smid;" : "=r"(smid));
+  rec[3 * blockIdx.x] = smid;
+  rec[3 * blockIdx.x + 1] = t0;
+  rec[3 * blockIdx.x + 2] = t1;
+}
+"""
+
+MB = 1 << 20
+# (label, working set, chunk bytes, chunks in flight, share): the decode keeps 18 tiles of 8 KB in flight (two
+# 73.7-KB stages); shared memory allows up to 27 of them.
+CONFIGS = [(f"{where} k{k}", ws, 8192, k, 1) for where, ws in (("dram", 1200 * MB), ("l2", 24 * MB))
+           for k in (2, 4, 9, 18, 27)]
+CONFIGS += [("dram 73.7KB boxes k2", 1200 * MB, 73728, 2, 1), ("l2 73.7KB boxes k2", 24 * MB, 73728, 2, 1),
+            ("row24-like pair k18", 75 * MB, 8192, 18, 2), ("row24-like single k18", 75 * MB, 8192, 18, 1),
+            ("l2 pair k18", 24 * MB, 8192, 18, 2)]
+
+
+def build():
+    """The probe's cubin through the package's compiler (includes resolve against kernels_cu/; not cached)."""
+    from flashmla_rt.jit import compiler
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "l2_rate_probe.cu"
+        path.write_text(PROBE)
+        return compiler.compile_source(str(path), use_cache=False, quiet=True).cubin
+
+
+def main():
+    import cupy as cp
+    import numpy as np
+    mod = cp.cuda.function.Module()
+    mod.load(build())
+    fn = mod.get_function("bulk_stream")
+    cp.cuda.driver.funcSetAttribute(fn.ptr, cp.cuda.driver.CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, 27 * 8192)
+    sms = cp.cuda.Device().attributes["MultiProcessorCount"]
+    buf = cp.random.randint(0, 2**31, size=1200 * MB // 4, dtype=cp.int32)
+    rec = cp.zeros(3 * sms, dtype=cp.uint64)
+    per_cta = 8 * MB                                           # ~7x row 24's 1.14 MB per SM: steady state
+    for label, ws, chunk, k, share in CONFIGS:
+        per_sm, agg = [], []
+        for it in range(7):
+            fn((sms,), (32,), (buf, np.int64(ws), np.int64(per_cta), np.int32(chunk), np.int32(k), np.int32(share), rec),
+               shared_mem=chunk * k)
+            cp.cuda.runtime.deviceSynchronize()
+            if it < 2:
+                continue
+            r = cp.asnumpy(rec).reshape(sms, 3).astype(np.int64)
+            span = (r[:, 2] - r[:, 1]) / 1e9
+            per_sm.append(per_cta / span / 1e9)
+            agg.append(sms * per_cta / ((r[:, 2].max() - r[:, 1].min()) / 1e9) / 1e9)
+        rates = np.concatenate(per_sm)
+        print(json.dumps({"config": label, "in_flight_KB": round(chunk * k / 1024, 1), "share": share,
+                          "per_sm_GBps_p10_p50_p90": [round(float(np.percentile(rates, q)), 1) for q in (10, 50, 90)],
+                          "aggregate_GBps_median": round(float(np.median(agg)), 0),
+                          "unique_bytes_GBps_median": round(float(np.median(agg)) / share, 0)}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
