@@ -111,8 +111,8 @@ def main():
     for label, ws, chunk, k, share in CONFIGS:
         per_sm, agg = [], []
         for it in range(7):
-            fn((sms,), (32,), (buf, np.int64(ws), np.int64(per_cta), np.int32(chunk), np.int32(k), np.int32(share), rec),
-               shared_mem=chunk * k)
+            args = (buf, np.int64(ws), np.int64(per_cta), np.int32(chunk), np.int32(k), np.int32(share), rec)
+            fn((sms,), (32,), args, shared_mem=chunk * k)
             cp.cuda.runtime.deviceSynchronize()
             if it < 2:
                 continue
