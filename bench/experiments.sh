@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Device call: measure experiment diffs (bench/experiments/*.diff) one at a time against the working tree.
-# Each variant is "name:diff1+diff2:-DOPTS:VAR=value,VAR2=value" (diffs, options and environment settings may be empty); it gets its own copy of the tree,
-# a correctness subset of the GPU tests, and graph/eager timings of the bench rows ROWS (peer only for the
-# first variant). With ROUNDS=N the variants' benches run N times in turn (A B A B ...), and
-# bench/experiments_summary.py prints each row's median per variant: sequential single runs drift by up to 3 % on
-# identical code (NOTES, call 77). With SUITE_ON_BEST=1 the whole GPU suite then runs on the variant whose medians
-# are lowest (experiments_summary.py --best; skipped when that is the first, the base) into $OUT/pytest_best.txt,
-# so that one call both times the variants and checks the one most likely to land. Usage (device tool, carry .peers):
+# Each variant is "name:diff1+diff2:-DOPTS:VAR=value,VAR2=value" (diffs, options and environment settings may be
+# empty); it gets its own copy of the tree, a correctness subset of the GPU tests, and graph/eager timings of the
+# bench rows ROWS (peer only for the first variant); a variant that fails its subset is not benched. With
+# ROUNDS=N the variants' benches run N times in turn (A B A B ...), and bench/experiments_summary.py prints each
+# row's median per variant: sequential single runs drift by up to 3 % on identical code (NOTES, call 77). With
+# SUITE_ON_BEST=1 the whole GPU suite then runs on the variant whose medians are lowest (experiments_summary.py
+# --best; skipped when that is the first, the base) into $OUT/pytest_best.txt, so that one call both times the
+# variants and checks the one most likely to land. Usage (device tool, carry .peers):
 #   VARIANTS="base:::|chains:softmax-chains::" ROWS=0,12,22 ROUNDS=3 bash bench/experiments.sh
 set -o pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
@@ -26,7 +27,7 @@ for v in "${variants[@]}"; do
   if [ -n "$envset" ] && ! [[ "$envset" =~ ^[A-Za-z_][A-Za-z0-9_]*=[^,]*(,[A-Za-z_][A-Za-z0-9_]*=[^,]*)*$ ]]; then   # e.g. a -D in the wrong field
     echo "=== $name: environment field '$envset' is not NAME=value" | tee -a "$OUT/experiments.txt"; continue
   fi
-  dir=/tmp/variant_$name; rm -rf "$dir"; cp -r "$root" "$dir"
+  dir=/tmp/variant_$name; rm -rf "$dir" "$dir.failed"; cp -r "$root" "$dir"
   ( cd "$dir" && for d in ${diffs//+/ }; do git apply "bench/experiments/$d.diff" || exit 1; done ) \
       || { echo "=== $name: diff does not apply" | tee -a "$OUT/experiments.txt"; continue; }
   names+=("$name"); opts_of[$name]=$opts; env_of[$name]=$envset
@@ -39,8 +40,15 @@ for v in "${variants[@]}"; do
     echo "=== $name" >> "$OUT/pytest.txt"                   # one file for all: the device returns at most 8
     timeout "${TEST_TIMEOUT:-200}" python3 -m pytest ${TESTS:-tests/test_decode_gpu.py tests/test_fastpath.py} -q -x \
         -rs -p no:cacheprovider -k "$k" 2>&1 | tee -a "$OUT/pytest.txt" | tail -4
+    rc=${PIPESTATUS[0]}
+    # a variant that fails (or hangs in) its correctness subset cannot land: timing it only spends device time
+    if [ "$rc" != 0 ] && [ "$rc" != 5 ]; then
+      echo "=== $name: correctness subset failed (pytest rc $rc); not benched"; touch "/tmp/variant_$name.failed"
+    fi
   ) 2>&1 | tee -a "$OUT/experiments.txt"
+  [ -e "/tmp/variant_$name.failed" ] && unset 'names[${#names[@]}-1]'
 done
+names=("${names[@]}")
 for ((round = 1; round <= ${ROUNDS:-1}; round++)); do
   first=1
   for name in "${names[@]}"; do
