@@ -15,7 +15,7 @@ sanitizer=${SANITIZER:-$(command -v compute-sanitizer || echo /usr/local/cuda/bi
 python3 -m flashmla_rt compile > /dev/null          # cubins into the cache outside the sanitizer
 python3 bench/sanitize_cases.py --list > "$OUT/sanitize.txt"
 declare -A tool_opts=(
-  [memcheck]="--leak-check no" [initcheck]="--track-unused-memory no" [synccheck]="" [racecheck]="--racecheck-report all"
+  [memcheck]="--leak-check no" [initcheck]="" [synccheck]="" [racecheck]="--racecheck-report all"
 )
 for tool in ${TOOLS:-memcheck initcheck synccheck racecheck}; do
   timeout "${TOOL_TIMEOUT:-100}" "$sanitizer" --tool "$tool" ${tool_opts[$tool]} --error-exitcode 17 --print-limit 20 \

@@ -17,9 +17,9 @@ ALL_SOURCES = (METADATA_SOURCE, COMBINE_SOURCE, DECODE_SOURCE, NARROW_SOURCE)
 
 DECODE_THREADS = 384                # two consumer warpgroups + one producer warpgroup
 # Must equal seesaw::kSmemBytes in mla_decode_sm90.cu: Q + 2 KV stages (3 x 73,728) + P0 (8,192) + 6 x 256 B
-# of row state + 18 "full" and 6 "empty" mbarriers + the producer's copy of the schedule (5 ints) and its page
-# ids (2 stages x 4 boxes) + a copy of scale_log2 (4 B) + 1,024 B of alignment slack.
-DECODE_SMEM_BYTES = 3 * 73728 + 8192 + 6 * 256 + 18 * 8 + 6 * 8 + 5 * 4 + 2 * 4 * 4 + 4 + 1024
+# of row state + 18 "full" and 6 "empty" mbarriers + the producer's copy of the schedule (6 ints), its two
+# cursors and its page ids (2 stages x 4 boxes) + a copy of scale_log2 (4 B) + 1,024 B of alignment slack.
+DECODE_SMEM_BYTES = 3 * 73728 + 8192 + 6 * 256 + 18 * 8 + 6 * 8 + 6 * 4 + 2 * 4 + 2 * 4 * 4 + 4 + 1024
 # The narrow kernel (few query rows per KV head): one consumer warpgroup + one producer warp. Shared memory
 # must equal narrow::Plan<N>::kSmemBytes: Q and P (10 tiles of N rows) + 2 KV stages + N x 16 B of reduction
 # + 4 mbarriers + 1,024 B of alignment slack.

@@ -86,11 +86,12 @@ __device__ __forceinline__ void issue_block(const TmaDesc* map, const DecodePara
 template <int N>
 __device__ __forceinline__ void produce(const TmaDesc* map, const DecodeParams& p, const int* meta, int hk,
                                         uint32_t stage0, uint32_t full0, uint32_t empty0) {
-  const int begin_req = __ldg(meta + 0), begin_blk = __ldg(meta + 1), end_req = __ldg(meta + 2),
+  const int begin_pos = __ldg(meta + 0), begin_blk = __ldg(meta + 1), end_pos = __ldg(meta + 2),
             end_blk = __ldg(meta + 3), begin_split = __ldg(meta + 4);
+  const bool reordered = __ldg(meta + 5) != 0;
   uint32_t g = 0;                                        // blocks issued in this CTA's lifetime
-  for (int req = begin_req; req <= end_req; ++req) {
-    const Chunk c = chunk_of(p, req, begin_req, begin_blk, end_req, end_blk, begin_split, 0);
+  for (int pos = begin_pos; pos <= end_pos; ++pos) {
+    const Chunk c = chunk_of(p, pos, begin_pos, begin_blk, end_pos, end_blk, begin_split, 0, reordered);
     for (int blk = c.first; blk < c.last; ++blk, ++g) {
       const uint32_t s = g & 1;
       if (g >= 2) mbarrier_wait(empty0 + 8 * s, ((g >> 1) - 1) & 1);
@@ -296,13 +297,14 @@ __device__ void consume(const DecodeParams& p, const int* meta, int hk, uint32_t
   const uint32_t sQ = base + P::kOffQ, sP = base + P::kOffP, stage0 = base + P::kOffStage0;
   const uint32_t full0 = base + P::kOffFull, empty0 = base + P::kOffEmpty;
   const int lane = tid & 31, warp = __shfl_sync(0xffffffffu, tid / 32, 0);
-  const int begin_req = __ldg(meta + 0), begin_blk = __ldg(meta + 1), end_req = __ldg(meta + 2),
+  const int begin_pos = __ldg(meta + 0), begin_blk = __ldg(meta + 1), end_pos = __ldg(meta + 2),
             end_blk = __ldg(meta + 3), begin_split = __ldg(meta + 4);
+  const bool reordered = __ldg(meta + 5) != 0;
   const float scale_log2 = p.scale_log2;
   uint32_t g = 0;                                        // blocks consumed in this CTA's lifetime
 
-  for (int req = begin_req; req <= end_req; ++req) {
-    const Chunk c = chunk_of(p, req, begin_req, begin_blk, end_req, end_blk, begin_split, 0);
+  for (int pos = begin_pos; pos <= end_pos; ++pos) {
+    const Chunk c = chunk_of(p, pos, begin_pos, begin_blk, end_pos, end_blk, begin_split, 0, reordered);
     Columns<N> cs;
 #pragma unroll
     for (int ci = 0; ci < N / 4; ++ci) {
@@ -317,7 +319,7 @@ __device__ void consume(const DecodeParams& p, const int* meta, int hk, uint32_t
       for (int i = 0; i < N / 2; ++i) o[mt][i] = 0.f;
 
     if (c.last > c.first) {
-      if (tid < 4 * N) load_q_tile_async<P::kQTile>(p, sQ, req, 0, hk, tid / 4, tid % 4);
+      if (tid < 4 * N) load_q_tile_async<P::kQTile>(p, sQ, c.req, 0, hk, tid / 4, tid % 4);
       cp_async_commit();
       cp_async_wait<0>();
       fence_proxy_async_smem();
@@ -340,7 +342,7 @@ __device__ void consume(const DecodeParams& p, const int* meta, int hk, uint32_t
         if (lane == 0) mbarrier_arrive(empty0 + 8 * s); // this warp is done with the stage
       }
     }
-    if (req == end_req) FMLA_TRACE_CTA(2);               // trace builds: the last chunk's blocks are done
+    if (pos == end_pos) FMLA_TRACE_CTA(2);               // trace builds: the last chunk's blocks are done
     store_chunk<N, kBF16>(p, c, o, cs, red, hk, warp, lane, sQ, tid);
     consumer_sync(kBarChunk);                            // Q and the reduction buffer are reused next chunk
   }

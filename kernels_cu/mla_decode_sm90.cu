@@ -63,10 +63,12 @@ constexpr int kOffScale1 = kOffMax1 + 4 * kBlockM;        // float [64]: r1 publ
 constexpr int kOffRowSum = kOffScale1 + 4 * kBlockM;      // float [2][64]
 constexpr int kOffBars = kOffRowSum + 8 * kBlockM;        // uint64 [2 stages][9 tiles]
 constexpr int kOffEmpty = kOffBars + 2 * kKTiles * 8;     // uint64 [2 stages][3 regions]: released by a WG
-// int [5]: this CTA's schedule (begin_req, begin_blk, end_req, end_blk) and its tile's causal key shift, for the
-// producer, which re-reads them instead of holding them in its 24 registers.
+// int [6]: this CTA's schedule (begin_pos, begin_blk, end_pos, end_blk), its tile's causal key shift and whether
+// the schedule is reordered (column 5 of its row), for the producer, which re-reads them instead of holding them in its 24
+// registers; then int [2]: each producer warp's next position, kept here across its block loop for the same reason.
 constexpr int kOffProducerMeta = kOffEmpty + 2 * 3 * 8;
-constexpr int kOffProducerIds = kOffProducerMeta + 5 * 4;   // int [2 stages][4 boxes]: the next block's page ids
+constexpr int kOffProducerCursor = kOffProducerMeta + 6 * 4;
+constexpr int kOffProducerIds = kOffProducerCursor + 2 * 4;   // int [2 stages][4 boxes]: the next block's page ids
 // float: scale_log2, read back by WG0 after it publishes m0, so that its exps cannot be scheduled above the arrive.
 constexpr int kOffScaleCopy = kOffProducerIds + 2 * 4 * 4;
 constexpr int kSmemUsed = kOffScaleCopy + 4;
@@ -474,12 +476,16 @@ template <int kSt>
 __device__ __forceinline__ void produce_stage(const KvMaps& maps, const DecodeParams& p, uint32_t base) {
   const uint32_t stage = base + (kSt ? kOffStage1 : kOffStage0), bars = base + kOffBars + kSt * 8 * kKTiles,
                  empty = base + kOffEmpty + kSt * 3 * 8, meta = base + kOffProducerMeta,
-                 ids = base + kOffProducerIds + kSt * 16;
+                 ids = base + kOffProducerIds + kSt * 16, cursor = base + kOffProducerCursor + kSt * 4;
   uint32_t uses = 0;                                      // blocks loaded into this stage (CTA lifetime)
-  for (int req = ld_shared_at_use(meta); req <= ld_shared_at_use(meta + 8); ++req) {
-    const Chunk c = chunk_with_shift(p, req, ld_shared_at_use(meta), ld_shared_at_use(meta + 4),
+  st_shared_s32(cursor, ld_shared_at_use(meta));
+  for (;;) {
+    const int pos = ld_shared_at_use(cursor);
+    if (pos > ld_shared_at_use(meta + 8)) break;
+    const Chunk c = chunk_with_shift(p, pos, ld_shared_at_use(meta), ld_shared_at_use(meta + 4),
                                      ld_shared_at_use(meta + 8), ld_shared_at_use(meta + 12), 0,
-                                     ld_shared_at_use(meta + 16));
+                                     ld_shared_at_use(meta + 16), ld_shared_at_use(meta + 20) != 0);
+    st_shared_s32(cursor, pos + 1);                       // c.req, not pos, stays live across the block loop
     for (int blk = c.first + kSt; blk < c.last; blk += 2, ++uses) {
       fetch_box_page_ids(p, c, blk, ids);
 #pragma unroll
@@ -530,6 +536,7 @@ __device__ void decode_cta(const KvMaps& maps, const DecodeParams& p) {
     int* producer_meta = reinterpret_cast<int*>(smem + kOffProducerMeta);
     for (int i = 0; i < 4; ++i) producer_meta[i] = __ldg(meta + i);
     producer_meta[4] = tile_key_shift(p, m_block);
+    producer_meta[5] = __ldg(meta + 5);
     *reinterpret_cast<float*>(smem + kOffScaleCopy) = (float)p.scale_log2;
     fence_mbarrier_init();
   }
@@ -545,14 +552,15 @@ __device__ void decode_cta(const KvMaps& maps, const DecodeParams& p) {
 
   const int row_lo = 16 * (t_in_wg / 32) + lane / 4;
   const int load_row = tid / 4, load_sub = tid % 4;
-  const int begin_req = __ldg(meta + 0), begin_blk = __ldg(meta + 1), end_req = __ldg(meta + 2),
+  const int begin_pos = __ldg(meta + 0), begin_blk = __ldg(meta + 1), end_pos = __ldg(meta + 2),
             end_blk = __ldg(meta + 3), begin_split = __ldg(meta + 4);
+  const bool reordered = __ldg(meta + 5) != 0;
   const float scale_log2 = (float)p.scale_log2;
   uint32_t loads0 = 0, loads1 = 0;                        // blocks loaded into each stage (CTA lifetime)
   int pairs = 0;
 
-  for (int req = begin_req; req <= end_req; ++req) {
-    const Chunk c = chunk_of(p, req, begin_req, begin_blk, end_req, end_blk, begin_split, m_block);
+  for (int pos = begin_pos; pos <= end_pos; ++pos) {
+    const Chunk c = chunk_of(p, pos, begin_pos, begin_blk, end_pos, end_blk, begin_split, m_block, reordered);
     const int n = c.last - c.first;
     RowState rs[2];
     init_rows(rs, p, c, m_block, row_lo);
@@ -561,13 +569,13 @@ __device__ void decode_cta(const KvMaps& maps, const DecodeParams& p) {
     for (int i = 0; i < 128; ++i) o[i] = 0.f;
 
     if (n > 0) {
-      load_q_tile_async(p, sm.q, req, m_block, hk, load_row, load_sub);   // the producer is already loading KV
+      load_q_tile_async(p, sm.q, c.req, m_block, hk, load_row, load_sub);   // the producer is already loading KV
       cp_async_commit();
-      FMLA_TRACE_CHUNK(req - begin_req, 0);
+      FMLA_TRACE_CHUNK(pos - begin_pos, 0);
       cp_async_wait<0>();
       fence_proxy_async_smem();
       named_barrier_sync_id(kBarConsumers, kThreads);
-      FMLA_TRACE_CHUNK(req - begin_req, 1);
+      FMLA_TRACE_CHUNK(pos - begin_pos, 1);
       for (int i = 0; i < n; i += 2) {
         PairCtx pc;
         pc.blk0 = c.first + i;
@@ -585,11 +593,11 @@ __device__ void decode_cta(const KvMaps& maps, const DecodeParams& p) {
       }
     }
     FMLA_TRACE_CTA(2);
-    FMLA_TRACE_CHUNK(req - begin_req, 2);
-    FMLA_TRACE_CHUNK_CUR(req - begin_req);
+    FMLA_TRACE_CHUNK(pos - begin_pos, 2);
+    FMLA_TRACE_CHUNK_CUR(pos - begin_pos);
     store_chunk<kBF16>(p, c, o, rs, sm.rowsum, wg, lane, row_lo, hk, kBarRowSum, sm.q, t_in_wg, kBarWG0 + wg);
     named_barrier_sync_id(kBarConsumers, kThreads);      // Q and row sums are reused by the next chunk
-    FMLA_TRACE_CHUNK(req - begin_req, 3);
+    FMLA_TRACE_CHUNK(pos - begin_pos, 3);
   }
   FMLA_TRACE_CTA(1);
 }

@@ -21,7 +21,12 @@ def expectations() -> tuple[str, ...]:
             f"-DFMLA_EXPECT_COMBINE_COLUMN_SPLITS={kernels.COMBINE_COLUMN_SPLITS}",
             f"-DFMLA_EXPECT_CHUNK_OVERHEAD={schedule.FIXED_OVERHEAD}",
             f"-DFMLA_EXPECT_NO_CUT_SLACK={schedule.NO_CUT_SLACK_PERCENT}",
-            f"-DFMLA_EXPECT_BLOCK_N={schedule.BLOCK_N}")
+            f"-DFMLA_EXPECT_BLOCK_N={schedule.BLOCK_N}",
+            f"-DFMLA_EXPECT_ORDER_IDS_PER_ROW={schedule.ORDER_IDS_PER_ROW}",
+            f"-DFMLA_EXPECT_REORDER_MAX_BATCH={schedule.REORDER_MAX_BATCH}",
+            f"-DFMLA_EXPECT_LENGTH_TABLE_SIZE={schedule.LENGTH_TABLE_SIZE}",
+            f"-DFMLA_EXPECT_BEST_FIT_SPAN={schedule.BEST_FIT_SPAN_PERCENT}",
+            f"-DFMLA_EXPECT_BEST_FIT_MAX_PARTS={schedule.BEST_FIT_MAX_PARTS}")
 
 
 @pytest.mark.parametrize("src", [kernels.DECODE_SOURCE, kernels.NARROW_SOURCE, kernels.COMBINE_SOURCE,
@@ -34,10 +39,11 @@ def test_host_numbers_match_the_sources(src):
     ("-DFMLA_EXPECT_PARAMS_BYTES", "DecodeParams size differs"),
     ("-DFMLA_EXPECT_COMBINE_ROWS", "COMBINE_ROWS_PER_CTA differs"),
     ("-DFMLA_EXPECT_CHUNK_OVERHEAD", "FIXED_OVERHEAD differs"),
+    ("-DFMLA_EXPECT_REORDER_MAX_BATCH", "REORDER_MAX_BATCH differs"),
 ])
 def test_a_mismatch_fails_compilation(flag, message):
     """The checks are live: one wrong number and NVRTC refuses the source, naming what differs."""
     opts = tuple(o if not o.startswith(flag + "=") else f"{flag}=12345" for o in expectations())
-    src = kernels.METADATA_SOURCE if "CHUNK" in flag else kernels.COMBINE_SOURCE
+    src = kernels.METADATA_SOURCE if "CHUNK" in flag or "REORDER" in flag else kernels.COMBINE_SOURCE
     with pytest.raises(compiler.CompileError, match=message):
         compiler.compile_source(src, opts, use_cache=False, quiet=True)

@@ -235,6 +235,21 @@ def test_no_split(torch):
     decode_and_check(case, "no split")
 
 
+@pytest.mark.parametrize("s_q, h_q", [(1, 16), (1, 64), (2, 128)])
+def test_best_fit_reordered_plan(torch, s_q, h_q):
+    """A varlen batch that best fit plans out of request order and with cuts (narrow, one-m-block seesaw and
+    four m-blocks): parts walk the metadata's request order, and cut requests are merged by the combine."""
+    import flashmla_rt
+    b, s_k = (100, 1000) if h_q < 128 else (40, 2000)      # 25 and 11 requests cut on a 132-SM GPU
+    seqlens = gc.lengths(b, s_k, s_q, varlen=True, seed=21, zero_frac=0.05)
+    case = gc.make_case(b, s_q, h_q, 1, seqlens, causal=True, seed=21)
+    meta, splits = flashmla_rt.get_mla_metadata(case.cache_seqlens, case.rows, 1)
+    order = schedule.request_order(meta.cpu().numpy(), b)
+    assert int(meta[0, 5].item()) == 1 and order != list(range(b)), "expected a reordered plan"
+    assert int((np.diff(splits.cpu().numpy()) > 1).sum()) > 0, "expected some cut requests"
+    decode_and_check(case, f"best fit b={b} s_q={s_q} h_q={h_q}")
+
+
 # ------------------------------------------------------------------------------------- options
 @pytest.mark.parametrize("scale", [0.5, 1 / 192 ** 0.5, 0.01, 3.0])
 def test_custom_softmax_scale(torch, scale):

@@ -54,16 +54,18 @@ def bench_varlen(b, s_k, seed):
 
 
 CASES = {
-    "varlen_4k_132": (bench_varlen(128, 4096, 0), 132),      # the bench's varlen rows
+    "varlen_4k_132": (bench_varlen(128, 4096, 0), 132),      # best fit (the bench's varlen rows)
     "varlen_4k_66": (bench_varlen(128, 4096, 1), 66),
     "varlen_8k_33": (bench_varlen(128, 8192, 2), 33),
     "varlen_2k_b256_66": (bench_varlen(256, 2048, 3), 66),
     "uniform_66": ([4096] * 128, 66),                        # whole requests in order
-    "uniform_100": ([8192] * 128, 100),                      # cut in order
-    "large_batch": (bench_varlen(300, 4096, 4), 132),
+    "uniform_100": ([8192] * 128, 100),                      # cut in order, by best fit
+    "large_batch": (bench_varlen(300, 4096, 4), 132),        # no order carried: the greedy
     "single_long": ([65536], 66),
     "empties": ([0, 0, 5000, 0, 1, 64, 65, 0], 7),
     "one_part": ([100, 200, 300], 1),
+    "past_the_table": ([600000, 600000], 3),                 # order carried, lengths past the device's table
+    "past_the_record": (bench_varlen(128, 4096, 5), 200),    # order carried, more parts than a lane records
 }
 
 
@@ -80,7 +82,7 @@ def test_kernel_equals_the_twin(emulated_kernel, name):
 def test_kernel_equals_the_twin_random(emulated_kernel, seed):
     rng = np.random.default_rng(seed)
     b = int(rng.integers(1, 300))
-    parts = int(rng.choice([1, 3, 16, 33, 66, 132]))
+    parts = int(rng.choice([1, 3, 16, 33, 66, 132, 133]))
     seqlens = rng.integers(0, int(rng.choice([300, 5000, 40000])), size=b)
     seqlens[rng.random(b) < 0.2] = 0
     meta, num_splits = emulated_kernel(seqlens, parts)

@@ -7,6 +7,7 @@
 #include "ptx_tma.cuh"
 #include "softmax.cuh"
 #include "decode_params.cuh"
+#include "schedule_order.cuh"
 
 // Timeline hook inside the epilogue: the seesaw kernel's trace build defines it before including this file
 // (mla_decode_sm90.cu, -DFMLA_TRACE=1); a no-op everywhere else.
@@ -90,23 +91,28 @@ __device__ __forceinline__ int tile_key_shift(const DecodeParams& p, int m_block
   return -key_limit(p, 0, min((int)p.rows, (m_block + 1) * kBlockM) - 1);
 }
 
-__device__ __forceinline__ Chunk chunk_with_shift(const DecodeParams& p, int req, int begin_req, int begin_blk,
-                                                  int end_req, int end_blk, int begin_split, int key_shift) {
+// Positions begin_pos..end_pos of the schedule's request order (common/schedule_order.cuh) are this part's;
+// `reordered`: column 5 of its row.
+__device__ __forceinline__ Chunk chunk_with_shift(const DecodeParams& p, int pos, int begin_pos, int begin_blk,
+                                                  int end_pos, int end_blk, int begin_split, int key_shift,
+                                                  bool reordered) {
   Chunk c;
+  const int req = request_at(p.sched_meta, (int)p.batch, reordered, pos);
   c.req = req;
   c.seqlen = __ldg(p.seqlens + req);
-  c.first = (req == begin_req) ? begin_blk : 0;
-  c.last = (req == end_req) ? end_blk : (c.seqlen + kBlockN - 1) / kBlockN;
+  c.first = (pos == begin_pos) ? begin_blk : 0;
+  c.last = (pos == end_pos) ? end_blk : (c.seqlen + kBlockN - 1) / kBlockN;
   const int split0 = __ldg(p.num_splits + req);
   c.is_split = __ldg(p.num_splits + req + 1) - split0 > 1;
-  c.split_idx = split0 + ((req == begin_req) ? begin_split : 0);
+  c.split_idx = split0 + ((pos == begin_pos) ? begin_split : 0);
   c.last = min(c.last, blocks_of(c.seqlen - key_shift));   // skip fully masked blocks
   return c;
 }
 
-__device__ __forceinline__ Chunk chunk_of(const DecodeParams& p, int req, int begin_req, int begin_blk,
-                                          int end_req, int end_blk, int begin_split, int m_block) {
-  return chunk_with_shift(p, req, begin_req, begin_blk, end_req, end_blk, begin_split, tile_key_shift(p, m_block));
+__device__ __forceinline__ Chunk chunk_of(const DecodeParams& p, int pos, int begin_pos, int begin_blk,
+                                          int end_pos, int end_blk, int begin_split, int m_block, bool reordered) {
+  return chunk_with_shift(p, pos, begin_pos, begin_blk, end_pos, end_blk, begin_split, tile_key_shift(p, m_block),
+                          reordered);
 }
 
 // Row of the split workspace (o_accum, lse_accum) that chunk `c` writes for packed row r of KV head hk.
