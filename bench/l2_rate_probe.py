@@ -85,7 +85,11 @@ CONFIGS = [(f"{where} k{k}", ws, 8192, k, 1) for where, ws in (("dram", 1200 * M
            for k in (2, 4, 9, 18, 27)]
 CONFIGS += [("dram 73.7KB boxes k2", 1200 * MB, 73728, 2, 1), ("l2 73.7KB boxes k2", 24 * MB, 73728, 2, 1),
             ("row24-like pair k18", 75 * MB, 8192, 18, 2), ("row24-like single k18", 75 * MB, 8192, 18, 1),
-            ("l2 pair k18", 24 * MB, 8192, 18, 2)]
+            ("l2 pair k18", 24 * MB, 8192, 18, 2),
+            # copy size at equal bytes in flight (call 90: 8-KB copies held an SM at 25 GB/s at any depth)
+            ("l2 16KB k9", 24 * MB, 16384, 9, 1), ("l2 32KB k4", 24 * MB, 32768, 4, 1),
+            ("l2 73.7KB boxes k1", 24 * MB, 73728, 1, 1), ("l2 73.7KB boxes k3", 24 * MB, 73728, 3, 1),
+            ("dram 32KB k4", 1200 * MB, 32768, 4, 1), ("dram 73.7KB boxes k3", 1200 * MB, 73728, 3, 1)]
 
 
 def build():
