@@ -17,7 +17,6 @@ Usage (device): python3 bench/l2_rate_probe.py > $OUT/l2_rate_probe.txt
 """
 import json
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.append(str(Path(__file__).resolve().parents[1]))   # the package of this checkout, unless PYTHONPATH has one
@@ -93,12 +92,9 @@ CONFIGS += [("dram 73.7KB boxes k2", 1200 * MB, 73728, 2, 1), ("l2 73.7KB boxes 
 
 
 def build():
-    """The probe's cubin through the package's compiler (includes resolve against kernels_cu/; not cached)."""
+    """The probe's cubin, through the package's compiler (includes resolve against kernels_cu/; not cached)."""
     from flashmla_rt.jit import compiler
-    with tempfile.TemporaryDirectory() as d:
-        path = Path(d) / "l2_rate_probe.cu"
-        path.write_text(PROBE)
-        return compiler.compile_source(str(path), use_cache=False, quiet=True).cubin
+    return compiler.compile_text(PROBE, "l2_rate_probe")
 
 
 def main():

@@ -8,7 +8,6 @@ Prints median cycles per iteration. The data is zeros: only the timing matters.
 Usage (device): python bench/wgmma_issue_probe.py
 """
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.append(str(Path(__file__).resolve().parents[1]))   # the package of this checkout, unless PYTHONPATH has one
@@ -78,13 +77,9 @@ extern "C" __global__ void __launch_bounds__(128, 1) probe_ss(unsigned long long
 
 
 def build():
-    """The probe's cubin, through the package's compiler (an absolute name: includes resolve against
-    kernels_cu/; not cached)."""
+    """The probe's cubin, through the package's compiler (includes resolve against kernels_cu/; not cached)."""
     from flashmla_rt.jit import compiler
-    with tempfile.TemporaryDirectory() as d:
-        path = Path(d) / "wgmma_issue_probe.cu"
-        path.write_text(PROBE)
-        return compiler.compile_source(str(path), use_cache=False, quiet=True).cubin
+    return compiler.compile_text(PROBE, "wgmma_issue_probe")
 
 
 def main():

@@ -3,37 +3,23 @@ stubs (tests/emulate/cuda_host_stubs.h, warp.h) and walked over split-KV plans t
 their part's metadata row. Each chunk must be what the NumPy twin's `schedule.chunks` says, trimmed by the tile's
 causal limit; and independently of the twin, every request's blocks must be covered once, each chunk in its own
 split slot. The GPU tests check the same through the results; this catches a schedule mistake without a GPU."""
-import pathlib
-import shutil
 import subprocess
 from collections import defaultdict
 
 import numpy as np
 import pytest
 
+from emulate_build import build_host_program
 from flashmla_rt import bench, schedule
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-CXX = shutil.which("g++") or shutil.which("clang++")
 BLOCK_N = schedule.BLOCK_N
 
 
 @pytest.fixture(scope="module")
 def walk(tmp_path_factory):
-    if CXX is None:
-        pytest.skip("no C++ compiler for the host walk")
-    work = tmp_path_factory.mktemp("chunks_emulated")
-    shutil.copytree(ROOT / "kernels_cu" / "common", work / "common")
-    for name in ("nvrtc_shim.cuh", "warp.h", "cuda_host_stubs.h"):         # the shim replaces the CUDA one
-        shutil.copy(ROOT / "tests" / "emulate" / name, work / "common")
-    shutil.copy(ROOT / "tests" / "emulate" / "walk_chunks.cpp", work)
-    exe = work / "walk_chunks"
-    built = subprocess.run([CXX, "-std=c++20", "-O1", "-pthread", "-I", str(work / "common"),
-                            "-include", "warp.h", "-include", "cuda_host_stubs.h", "-o", str(exe),
-                            str(work / "walk_chunks.cpp")], capture_output=True, text=True)
-    if built.returncode != 0 and "barrier" in built.stderr:
-        pytest.skip(f"{CXX} cannot build the emulator's C++20 headers: {built.stderr[:200]}")
-    assert built.returncode == 0, built.stderr
+    exe = build_host_program(tmp_path_factory.mktemp("chunks_emulated"), "walk_chunks.cpp",
+                             headers=("nvrtc_shim.cuh", "warp.h", "cuda_host_stubs.h"),
+                             force_includes=("warp.h", "cuda_host_stubs.h"))
 
     def run(seqlens, parts, s_q=1, ngroups=16, causal=False):
         meta, splits = schedule.plan(seqlens, parts)

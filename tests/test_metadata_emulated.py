@@ -2,42 +2,19 @@
 emulator (tests/emulate/warp.h: 32 std::threads, warp collectives as barriers) and compared, array for array,
 with the NumPy twin it must equal (flashmla_rt/schedule.py). The GPU tests compare the real kernel with the
 twin too; this catches a kernel/twin difference without a GPU. Skips where there is no C++20 compiler."""
-import pathlib
-import shutil
 import subprocess
 
 import numpy as np
 import pytest
 
+from emulate_build import build_host_program
 from flashmla_rt import bench, schedule
-
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-CXX = shutil.which("g++") or shutil.which("clang++")
-
-
-def toolchain_has_cxx20_barrier(work) -> bool:
-    probe = work / "probe.cpp"
-    probe.write_text("#include <barrier>\nint main() { std::barrier<> b(1); b.arrive_and_wait(); }\n")
-    return subprocess.run([CXX, "-std=c++20", "-pthread", "-o", str(work / "probe"), str(probe)],
-                          capture_output=True).returncode == 0
 
 
 @pytest.fixture(scope="module")
 def emulated_kernel(tmp_path_factory):
-    if CXX is None:
-        pytest.skip("no C++ compiler for the warp emulator")
-    work = tmp_path_factory.mktemp("metadata_emulated")
-    shutil.copytree(ROOT / "kernels_cu" / "common", work / "common")
-    shutil.copy(ROOT / "kernels_cu" / "mla_metadata.cu", work)
-    shutil.copy(ROOT / "tests" / "emulate" / "nvrtc_shim.cuh", work / "common")   # replaces the CUDA one
-    shutil.copy(ROOT / "tests" / "emulate" / "warp.h", work / "common")
-    shutil.copy(ROOT / "tests" / "emulate" / "run_metadata.cpp", work)
-    exe = work / "run_metadata"
-    built = subprocess.run([CXX, "-std=c++20", "-O1", "-pthread", "-I", str(work / "common"), "-o", str(exe),
-                            str(work / "run_metadata.cpp")], capture_output=True, text=True)
-    if built.returncode != 0 and not toolchain_has_cxx20_barrier(work):
-        pytest.skip(f"{CXX} cannot build C++20 std::barrier code: {built.stderr[:200]}")
-    assert built.returncode == 0, built.stderr
+    exe = build_host_program(tmp_path_factory.mktemp("metadata_emulated"), "run_metadata.cpp",
+                             kernel_sources=("mla_metadata.cu",))
 
     def run(seqlens, parts):
         text = f"{len(seqlens)} {parts}\n" + " ".join(str(int(s)) for s in seqlens) + "\n"

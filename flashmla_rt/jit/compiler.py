@@ -216,3 +216,14 @@ def _atomic_write(path: Path, data: bytes) -> None:
         except OSError:
             pass
         raise
+
+
+def compile_text(text: str, stem: str) -> bytes:
+    """An sm_90a cubin of CUDA source `text` that is not one of kernels_cu/ (a bench probe): compiled as
+    `<stem>.cu` with kernels_cu/ on its include path, never cached."""
+    import tempfile
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / f"{stem}.cu"
+        path.write_text(text)
+        return compile_source(str(path), use_cache=False, quiet=True).cubin
+
