@@ -13,6 +13,7 @@ mbarrier each, as the decode's producer does with its tiles), over `per_cta` byt
 `working_set`: 24 MB stays in L2 after the first pass, 1.2 GB streams from DRAM. `share` = 2: CTAs 2i and 2i+1
 read the same offsets at the same time. Each config runs 7 times (2 warm-up); per-SM GB/s is per_cta over the
 CTA's own span, aggregate is all bytes over the kernel's span. Prints one JSON line per config.
+Then the same with the decode kernels' tensor maps and box shapes (`tensor_stream`).
 Usage (device): python3 bench/l2_rate_probe.py > $OUT/l2_rate_probe.txt
 """
 import json
@@ -75,6 +76,47 @@ bulk_stream(const uint8_t* buf, long long working_set, long long per_cta, int ch
   rec[3 * blockIdx.x + 1] = t0;
   rec[3 * blockIdx.x + 2] = t1;
 }
+
+// The same stream with the decode kernels' own tensor maps (kernels.py _row_walk_map over a [pages, 64, 1, 576]
+// cache): boxes of 1 tile (8 KB, the seesaw's RoPE region), 4 tiles (32 KB, a V half) or 9 (73.7 KB, the narrow
+// kernel's block). pattern 0: nine 1-tile boxes a block, 1: two 4-tile boxes, 2: one 9-tile box, 3: the seesaw's
+// regions (4 tiles, 4 tiles, 1 tile).
+extern "C" __global__ void __launch_bounds__(32, 1)
+tensor_stream(const __grid_constant__ fmla::TmaDesc map1, const __grid_constant__ fmla::TmaDesc map4,
+              const __grid_constant__ fmla::TmaDesc map9, long long ws_pages, int blocks_per_cta, int pattern, int k,
+              unsigned long long* rec) {
+  using namespace fmla;
+  extern __shared__ __align__(1024) uint8_t smem_raw[];
+  __shared__ __align__(8) uint64_t bars[kMaxInFlight];
+  const uint32_t base = (smem_u32(smem_raw) + 1023u) & ~1023u, bar0 = smem_u32(bars);
+  if (threadIdx.x != 0) return;
+  for (int i = 0; i < k; ++i) mbarrier_init(bar0 + 8 * i, 1);
+  fence_mbarrier_init();
+  const int per_block = pattern == 0 ? 9 : pattern == 1 ? 2 : pattern == 2 ? 1 : 3;
+  const uint32_t slot_bytes = pattern == 0 ? 8192 : pattern == 2 ? 73728 : 32768;
+  const long long start = (long long)blockIdx.x * (ws_pages / gridDim.x);
+  const long long n = (long long)blocks_per_cta * per_block;
+  const unsigned long long t0 = now_ns();
+  for (long long i = 0; i < n; ++i) {
+    const int slot = (int)(i % k), c = (int)(i % per_block);
+    const uint32_t bar = bar0 + 8 * slot;
+    if (i >= k) mbarrier_wait(bar, (uint32_t)((i / k - 1) & 1));
+    const TmaDesc* map = &map1;
+    int tile = c, bytes = 8192;
+    if (pattern == 1 || (pattern == 3 && c < 2)) { map = &map4; tile = 4 * c; bytes = 32768; }
+    if (pattern == 2) { map = &map9; tile = 0; bytes = 73728; }
+    if (pattern == 3 && c == 2) tile = 8;
+    mbarrier_arrive_expect_tx(bar, bytes);
+    tma_load_5d(base + slot * slot_bytes, map, 0, 0, tile, 0, (int)((start + i / per_block) % ws_pages), bar, false);
+  }
+  for (long long i = (n > k ? n - k : 0); i < n; ++i) mbarrier_wait(bar0 + 8 * (int)(i % k), (uint32_t)((i / k) & 1));
+  const unsigned long long t1 = now_ns();
+  unsigned smid;
+  asm volatile("mov.u32 %0, %%smid;" : "=r"(smid));
+  rec[3 * blockIdx.x] = smid;
+  rec[3 * blockIdx.x + 1] = t0;
+  rec[3 * blockIdx.x + 2] = t1;
+}
 """
 
 MB = 1 << 20
@@ -89,6 +131,13 @@ CONFIGS += [("dram 73.7KB boxes k2", 1200 * MB, 73728, 2, 1), ("l2 73.7KB boxes 
             ("l2 16KB k9", 24 * MB, 16384, 9, 1), ("l2 32KB k4", 24 * MB, 32768, 4, 1),
             ("l2 73.7KB boxes k1", 24 * MB, 73728, 1, 1), ("l2 73.7KB boxes k3", 24 * MB, 73728, 3, 1),
             ("dram 32KB k4", 1200 * MB, 32768, 4, 1), ("dram 73.7KB boxes k3", 1200 * MB, 73728, 3, 1)]
+
+# (label, working set, pattern, copies in flight): the tensor-map stream of the decode kernels' boxes.
+PAGE_BYTES = 64 * 576 * 2
+TENSOR_CONFIGS = [(f"tensor {where} {name} k{k}", ws, pattern, k)
+                  for where, ws in (("l2", 24 * MB), ("dram", 1200 * MB))
+                  for name, pattern, k in (("8KB boxes", 0, 18), ("32KB boxes", 1, 6), ("73.7KB boxes", 2, 2),
+                                           ("73.7KB boxes", 2, 3), ("seesaw regions", 3, 6))]
 
 
 def build():
@@ -125,6 +174,40 @@ def main():
                           "per_sm_GBps_p10_p50_p90": [round(float(np.percentile(rates, q)), 1) for q in (10, 50, 90)],
                           "aggregate_GBps_median": round(float(np.median(agg)), 0),
                           "unique_bytes_GBps_median": round(float(np.median(agg)) / share, 0)}), flush=True)
+    tensor_stream(mod, buf, sms)
+
+
+def tensor_stream(mod, buf, sms):
+    """TENSOR_CONFIGS through the decode kernels' row-walking tensor maps over `buf` seen as a paged cache."""
+    import cupy as cp
+    import numpy as np
+    from flashmla_rt import kernels
+    fn = mod.get_function("tensor_stream")
+    cp.cuda.driver.funcSetAttribute(fn.ptr, cp.cuda.driver.CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                                    3 * 73728 + 1024)
+    pages = buf.nbytes // PAGE_BYTES
+    shape, strides = (pages, 64, 1, 576), (64 * 576, 576, 576, 1)
+    maps = [kernels._row_walk_map(buf.data.ptr, shape, strides, t, 3) for t in (1, 4, 9)]   # 256-B promotion
+    rec = cp.zeros(3 * sms, dtype=cp.uint64)
+    blocks_per_cta = 8 * MB // PAGE_BYTES
+    for label, ws, pattern, k in TENSOR_CONFIGS:
+        slot = 8192 if pattern == 0 else 73728 if pattern == 2 else 32768
+        block_bytes = 65536 if pattern == 1 else PAGE_BYTES
+        per_sm, agg = [], []
+        for it in range(7):
+            args = (*maps, np.int64(ws // PAGE_BYTES), np.int32(blocks_per_cta), np.int32(pattern), np.int32(k), rec)
+            fn((sms,), (32,), args, shared_mem=slot * k + 1024)
+            cp.cuda.runtime.deviceSynchronize()
+            if it < 2:
+                continue
+            r = cp.asnumpy(rec).reshape(sms, 3).astype(np.int64)
+            moved = blocks_per_cta * block_bytes
+            per_sm.append(moved / ((r[:, 2] - r[:, 1]) / 1e9) / 1e9)
+            agg.append(sms * moved / ((r[:, 2].max() - r[:, 1].min()) / 1e9) / 1e9)
+        rates = np.concatenate(per_sm)
+        print(json.dumps({"config": label, "in_flight_KB": round(slot * k / 1024, 1),
+                          "per_sm_GBps_p10_p50_p90": [round(float(np.percentile(rates, q)), 1) for q in (10, 50, 90)],
+                          "aggregate_GBps_median": round(float(np.median(agg)), 0)}), flush=True)
 
 
 if __name__ == "__main__":
