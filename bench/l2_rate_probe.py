@@ -42,6 +42,18 @@ __device__ __forceinline__ unsigned long long now_ns() {
   asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
   return t;
 }
+
+// Waits for the last k of the n copies (slot i % k, phase i / k), then records (SM id, start, end) of this CTA.
+__device__ __forceinline__ void drain_and_record(uint32_t bar0, long long n, int k, unsigned long long t0,
+                                                 unsigned long long* rec) {
+  for (long long i = (n > k ? n - k : 0); i < n; ++i) mbarrier_wait(bar0 + 8 * (int)(i % k), (uint32_t)((i / k) & 1));
+  const unsigned long long t1 = now_ns();
+  unsigned smid;
+  asm volatile("mov.u32 %0, %%smid;" : "=r"(smid));
+  rec[3 * blockIdx.x] = smid;
+  rec[3 * blockIdx.x + 1] = t0;
+  rec[3 * blockIdx.x + 2] = t1;
+}
 }  // namespace fmla
 
 extern "C" __global__ void __launch_bounds__(32, 1)
@@ -68,13 +80,7 @@ bulk_stream(const uint8_t* buf, long long working_set, long long per_cta, int ch
     mbarrier_arrive_expect_tx(bar, chunk);
     bulk_copy_g2s(base + slot * chunk, buf + off, chunk, bar);
   }
-  for (long long i = (n > k ? n - k : 0); i < n; ++i) mbarrier_wait(bar0 + 8 * (int)(i % k), (uint32_t)((i / k) & 1));
-  const unsigned long long t1 = now_ns();
-  unsigned smid;
-  asm volatile("mov.u32 %0, %%smid;" : "=r"(smid));
-  rec[3 * blockIdx.x] = smid;
-  rec[3 * blockIdx.x + 1] = t0;
-  rec[3 * blockIdx.x + 2] = t1;
+  drain_and_record(bar0, n, k, t0, rec);
 }
 
 // The same stream with the decode kernels' own tensor maps (kernels.py _row_walk_map over a [pages, 64, 1, 576]
@@ -84,7 +90,7 @@ bulk_stream(const uint8_t* buf, long long working_set, long long per_cta, int ch
 extern "C" __global__ void __launch_bounds__(32, 1)
 tensor_stream(const __grid_constant__ fmla::TmaDesc map1, const __grid_constant__ fmla::TmaDesc map4,
               const __grid_constant__ fmla::TmaDesc map9, long long ws_pages, int blocks_per_cta, int pattern, int k,
-              unsigned long long* rec) {
+              uint32_t slot_bytes, unsigned long long* rec) {
   using namespace fmla;
   extern __shared__ __align__(1024) uint8_t smem_raw[];
   __shared__ __align__(8) uint64_t bars[kMaxInFlight];
@@ -93,7 +99,6 @@ tensor_stream(const __grid_constant__ fmla::TmaDesc map1, const __grid_constant_
   for (int i = 0; i < k; ++i) mbarrier_init(bar0 + 8 * i, 1);
   fence_mbarrier_init();
   const int per_block = pattern == 0 ? 9 : pattern == 1 ? 2 : pattern == 2 ? 1 : 3;
-  const uint32_t slot_bytes = pattern == 0 ? 8192 : pattern == 2 ? 73728 : 32768;
   const long long start = (long long)blockIdx.x * (ws_pages / gridDim.x);
   const long long n = (long long)blocks_per_cta * per_block;
   const unsigned long long t0 = now_ns();
@@ -109,13 +114,7 @@ tensor_stream(const __grid_constant__ fmla::TmaDesc map1, const __grid_constant_
     mbarrier_arrive_expect_tx(bar, bytes);
     tma_load_5d(base + slot * slot_bytes, map, 0, 0, tile, 0, (int)((start + i / per_block) % ws_pages), bar, false);
   }
-  for (long long i = (n > k ? n - k : 0); i < n; ++i) mbarrier_wait(bar0 + 8 * (int)(i % k), (uint32_t)((i / k) & 1));
-  const unsigned long long t1 = now_ns();
-  unsigned smid;
-  asm volatile("mov.u32 %0, %%smid;" : "=r"(smid));
-  rec[3 * blockIdx.x] = smid;
-  rec[3 * blockIdx.x + 1] = t0;
-  rec[3 * blockIdx.x + 2] = t1;
+  drain_and_record(bar0, n, k, t0, rec);
 }
 """
 
@@ -158,22 +157,11 @@ def main():
     rec = cp.zeros(3 * sms, dtype=cp.uint64)
     per_cta = 8 * MB                                           # ~7x row 24's 1.14 MB per SM: steady state
     for label, ws, chunk, k, share in CONFIGS:
-        per_sm, agg = [], []
-        for it in range(7):
-            args = (buf, np.int64(ws), np.int64(per_cta), np.int32(chunk), np.int32(k), np.int32(share), rec)
-            fn((sms,), (32,), args, shared_mem=chunk * k)
-            cp.cuda.runtime.deviceSynchronize()
-            if it < 2:
-                continue
-            r = cp.asnumpy(rec).reshape(sms, 3).astype(np.int64)
-            span = (r[:, 2] - r[:, 1]) / 1e9
-            per_sm.append(per_cta / span / 1e9)
-            agg.append(sms * per_cta / ((r[:, 2].max() - r[:, 1].min()) / 1e9) / 1e9)
-        rates = np.concatenate(per_sm)
-        print(json.dumps({"config": label, "in_flight_KB": round(chunk * k / 1024, 1), "share": share,
-                          "per_sm_GBps_p10_p50_p90": [round(float(np.percentile(rates, q)), 1) for q in (10, 50, 90)],
-                          "aggregate_GBps_median": round(float(np.median(agg)), 0),
-                          "unique_bytes_GBps_median": round(float(np.median(agg)) / share, 0)}), flush=True)
+        args = (buf, np.int64(ws), np.int64(per_cta), np.int32(chunk), np.int32(k), np.int32(share), rec)
+        line = measure(fn, args, chunk * k, rec, per_cta)
+        line["unique_bytes_GBps_median"] = round(line["aggregate_GBps_median"] / share, 0)
+        print(json.dumps({"config": label, "in_flight_KB": round(chunk * k / 1024, 1), "share": share, **line}),
+              flush=True)
     tensor_stream(mod, buf, sms)
 
 
@@ -182,32 +170,42 @@ def tensor_stream(mod, buf, sms):
     import cupy as cp
     import numpy as np
     from flashmla_rt import kernels
+    from flashmla_rt.jit import tma
     fn = mod.get_function("tensor_stream")
     cp.cuda.driver.funcSetAttribute(fn.ptr, cp.cuda.driver.CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
                                     3 * 73728 + 1024)
     pages = buf.nbytes // PAGE_BYTES
     shape, strides = (pages, 64, 1, 576), (64 * 576, 576, 576, 1)
-    maps = [kernels._row_walk_map(buf.data.ptr, shape, strides, t, 3) for t in (1, 4, 9)]   # 256-B promotion
+    maps = [kernels._row_walk_map(buf.data.ptr, shape, strides, t, tma.L2_PROMOTION_256B) for t in (1, 4, 9)]
     rec = cp.zeros(3 * sms, dtype=cp.uint64)
     blocks_per_cta = 8 * MB // PAGE_BYTES
     for label, ws, pattern, k in TENSOR_CONFIGS:
         slot = 8192 if pattern == 0 else 73728 if pattern == 2 else 32768
         block_bytes = 65536 if pattern == 1 else PAGE_BYTES
-        per_sm, agg = [], []
-        for it in range(7):
-            args = (*maps, np.int64(ws // PAGE_BYTES), np.int32(blocks_per_cta), np.int32(pattern), np.int32(k), rec)
-            fn((sms,), (32,), args, shared_mem=slot * k + 1024)
-            cp.cuda.runtime.deviceSynchronize()
-            if it < 2:
-                continue
-            r = cp.asnumpy(rec).reshape(sms, 3).astype(np.int64)
-            moved = blocks_per_cta * block_bytes
-            per_sm.append(moved / ((r[:, 2] - r[:, 1]) / 1e9) / 1e9)
-            agg.append(sms * moved / ((r[:, 2].max() - r[:, 1].min()) / 1e9) / 1e9)
-        rates = np.concatenate(per_sm)
-        print(json.dumps({"config": label, "in_flight_KB": round(slot * k / 1024, 1),
-                          "per_sm_GBps_p10_p50_p90": [round(float(np.percentile(rates, q)), 1) for q in (10, 50, 90)],
-                          "aggregate_GBps_median": round(float(np.median(agg)), 0)}), flush=True)
+        args = (*maps, np.int64(ws // PAGE_BYTES), np.int32(blocks_per_cta), np.int32(pattern), np.int32(k),
+                np.uint32(slot), rec)
+        line = measure(fn, args, slot * k + 1024, rec, blocks_per_cta * block_bytes)
+        print(json.dumps({"config": label, "in_flight_KB": round(slot * k / 1024, 1), **line}), flush=True)
+
+
+def measure(fn, args, smem, rec, moved):
+    """7 launches of `fn` on one CTA per SM (the first 2 warm-up), each CTA moving `moved` bytes: per-SM GB/s
+    (p10/p50/p90, each CTA over its own span) and the median aggregate (all bytes over the kernel's span)."""
+    import cupy as cp
+    import numpy as np
+    sms = rec.size // 3
+    per_sm, agg = [], []
+    for it in range(7):
+        fn((sms,), (32,), args, shared_mem=smem)
+        cp.cuda.runtime.deviceSynchronize()
+        if it < 2:
+            continue
+        r = cp.asnumpy(rec).reshape(sms, 3).astype(np.int64)
+        per_sm.append(moved / ((r[:, 2] - r[:, 1]) / 1e9) / 1e9)
+        agg.append(sms * moved / ((r[:, 2].max() - r[:, 1].min()) / 1e9) / 1e9)
+    rates = np.concatenate(per_sm)
+    return {"per_sm_GBps_p10_p50_p90": [round(float(np.percentile(rates, q)), 1) for q in (10, 50, 90)],
+            "aggregate_GBps_median": round(float(np.median(agg)), 0)}
 
 
 if __name__ == "__main__":
