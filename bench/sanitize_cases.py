@@ -13,6 +13,7 @@ kernels each one runs (no GPU needed).
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from dataclasses import dataclass
@@ -76,11 +77,22 @@ def parts_for(case: SanitizeCase, sm_count: int = SM_COUNT) -> int:
     return schedule.num_sm_parts(sm_count, case.rows, case.h_kv)
 
 
+@contextlib.contextmanager
+def kernel_choice(case: SanitizeCase):
+    """FLASHMLA_RT_DECODE_KERNEL=seesaw while a forced case runs (the host reads it when it picks the kernel)."""
+    if not case.force_seesaw:
+        yield
+        return
+    os.environ["FLASHMLA_RT_DECODE_KERNEL"] = "seesaw"
+    try:
+        yield
+    finally:
+        os.environ.pop("FLASHMLA_RT_DECODE_KERNEL", None)
+
+
 def kernels_run(case: SanitizeCase, sm_count: int = SM_COUNT) -> list[str]:
     """Names of the kernels one decode of `case` launches (the host's own choices, no GPU needed)."""
-    if case.force_seesaw:
-        variant = kernels.SEESAW if case.rows > schedule.BLOCK_M else kernels.SEESAW_ONE_MBLOCK
-    else:
+    with kernel_choice(case):
         variant = kernels.decode_variant(case.rows)
     meta, splits = schedule.plan(np.asarray(case.seqlens, dtype=np.int32), parts_for(case, sm_count))
     names = ["metadata", variant.name]
@@ -96,9 +108,7 @@ def kernels_run(case: SanitizeCase, sm_count: int = SM_COUNT) -> list[str]:
 def run_case(case: SanitizeCase) -> str | None:
     """Decode `case` on the GPU both ways; None if both match the reference, else what is wrong."""
     import torch
-    if case.force_seesaw:
-        os.environ["FLASHMLA_RT_DECODE_KERNEL"] = "seesaw"
-    try:
+    with kernel_choice(case):
         gcase = gc.make_case(case.b, case.s_q, case.h_q, case.h_kv, np.asarray(case.seqlens), page=case.page,
                              dtype=case.dtype, causal=case.causal, garbage=case.garbage,
                              extra_cols=case.extra_cols, seed=len(case.name))
@@ -106,8 +116,6 @@ def run_case(case: SanitizeCase) -> str | None:
         gc.run(gcase, out=out, lse=lse)
         out2, lse2 = gc.run(gcase)
         torch.cuda.synchronize()
-    finally:
-        os.environ.pop("FLASHMLA_RT_DECODE_KERNEL", None)
     out_ref, lse_ref = gc.reference(gcase)
     for label, (o, l) in (("out=", (out, lse)), ("planned", (out2, lse2))):
         try:
