@@ -1,6 +1,6 @@
 """GPU time of get_mla_metadata (the split-KV scheduler kernel) on the bench grid's lengths: the kernel alone,
-captured 20 times in one CUDA graph and replayed, CUDA-event timed; prints the median µs per call of 15
-replays for each row, and the plan's chunk count and cut requests.
+captured 20 times in one CUDA graph and replayed back to back (bench.capture_graph, bench.time_back_to_back);
+prints the median µs per call of 15 replays for each row, and the plan's chunk count and cut requests.
 Usage: python3 bench/metadata_time.py [rows as in `python -m flashmla_rt bench --rows`, default all]"""
 import sys
 
@@ -16,25 +16,16 @@ CALLS_PER_GRAPH = 20
 def time_row(b, s_q, h_q, s_k, varlen):
     seqlens = torch.tensor(bench.make_seqlens(b, s_q, s_k, varlen, 0), dtype=torch.int32, device="cuda")
     rows = s_q * h_q // bench.H_KV
-    for _ in range(3):
-        meta, splits = flashmla_rt.get_mla_metadata(seqlens, rows, bench.H_KV)
-    torch.cuda.synchronize()
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
+
+    def calls():
         for _ in range(CALLS_PER_GRAPH):
-            meta, splits = flashmla_rt.get_mla_metadata(seqlens, rows, bench.H_KV)
-    graph.replay()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(15):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        graph.replay()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) * 1e3 / CALLS_PER_GRAPH)
+            result = flashmla_rt.get_mla_metadata(seqlens, rows, bench.H_KV)
+        return result
+
+    graph, (_, splits) = bench.capture_graph(calls, warmup=3)
+    us = bench.time_back_to_back(graph.replay, iters=15, warmup=1) / CALLS_PER_GRAPH
     per_req = np.diff(splits.cpu().numpy())
-    return float(np.median(times)), int(per_req.sum()), int((per_req > 1).sum())
+    return us, int(per_req.sum()), int((per_req > 1).sum())
 
 
 def main():
